@@ -1,0 +1,3 @@
+from facesynth.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Device choice, mixed precision, memory layout, seeding and environment detection.
+
+All torch work happens inside functions: importing this module touches no device.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from facesynth.errors import ConfigError
+
+__all__ = ["pick_device", "autocast", "amp_dtype", "channels_last", "seed_everything", "memory_report",
+           "reset_peak_memory", "in_colab"]
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Resolve ``"auto"`` to the best available device: CUDA, then Apple MPS, then CPU.
+
+    An explicit ``"cuda"``/``"cuda:1"``/``"mps"`` that is not available raises ConfigError rather than
+    failing later inside a kernel.
+    """
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {device!r} was asked for but MPS is not available; use device='auto' or 'cpu'")
+    return dev
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype worth using on ``device``: bf16 where the GPU supports it, else fp16; None on CPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dev.type == "mps":
+        return torch.float16
+    return None
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device | str, enabled: bool = True, dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Mixed precision on GPU (bf16 or fp16), a no-op on CPU so numbers there stay exact fp32."""
+    dev = torch.device(device)
+    dtype = dtype or amp_dtype(dev)
+    if not enabled or dtype is None:
+        yield
+        return
+    with torch.autocast(device_type=dev.type, dtype=dtype):
+        yield
+
+
+def channels_last(module_or_tensor, device: torch.device | str | None = None):
+    """Move a module or a 4-D tensor to channels_last memory format on CUDA (faster convolutions); unchanged elsewhere."""
+    dev = torch.device(device) if device is not None else _device_of(module_or_tensor)
+    if dev.type != "cuda":
+        return module_or_tensor
+    if isinstance(module_or_tensor, torch.Tensor):
+        return module_or_tensor.contiguous(memory_format=torch.channels_last) if module_or_tensor.dim() == 4 \
+            else module_or_tensor
+    return module_or_tensor.to(memory_format=torch.channels_last)
+
+
+def _device_of(obj) -> torch.device:
+    if isinstance(obj, torch.Tensor):
+        return obj.device
+    for p in obj.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); ``deterministic`` also asks cuDNN for repeatable kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def reset_peak_memory(device: torch.device | str | None = None) -> None:
+    dev = pick_device(device or "auto")
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def memory_report(device: torch.device | str | None = None) -> dict:
+    """Memory in MiB: the process's peak resident set, and on CUDA the allocated/reserved/peak GPU memory."""
+    report: dict = {"device": str(pick_device(device or "auto"))}
+    try:
+        import resource
+        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        report["cpu_peak_rss_mib"] = round(rss_kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    except ImportError:  # Windows
+        pass
+    dev = torch.device(report["device"])
+    if dev.type == "cuda":
+        mib = 1024 * 1024
+        report.update(
+            gpu_name=torch.cuda.get_device_name(dev),
+            gpu_allocated_mib=round(torch.cuda.memory_allocated(dev) / mib, 1),
+            gpu_reserved_mib=round(torch.cuda.memory_reserved(dev) / mib, 1),
+            gpu_peak_mib=round(torch.cuda.max_memory_allocated(dev) / mib, 1),
+            gpu_total_mib=round(torch.cuda.get_device_properties(dev).total_memory / mib, 1),
+        )
+    return report
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ

@@ -1,0 +1,165 @@
+"""The only way facesynth reads checkpoints: nothing in a weights file is ever executed.
+
+``load_torch`` uses ``torch.load(weights_only=True)``: tensors, containers and plain numbers load; a file that
+asks for any other global (a class, a function such as ``os.system``) is refused with
+UnsafeCheckpointError before anything runs. ``RestrictedUnpickler`` is the same idea for plain pickles (the
+official StyleGAN TensorFlow files): only globals named in an allow-list resolve.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from facesynth.errors import CheckpointError, UnsafeCheckpointError
+
+__all__ = ["load_torch", "load_state_dict", "RestrictedUnpickler", "restricted_load"]
+
+_BLOCKED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global:)\s*(?:GLOBAL\s*)?([\w.]+)")
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found; check the path (facesynth.weights.resolve finds "
+                              f"official files by name)")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a folder, expected a checkpoint file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: checkpoint is empty (0 bytes); the download failed, fetch it again")
+    return p
+
+
+def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+               extra_globals: Iterable[Any] = ()) -> Any:
+    """Load a torch checkpoint (zip format or the pre-1.6 legacy format) with ``weights_only=True``.
+
+    ``extra_globals`` lists further classes/functions the caller trusts this file to need (rarely useful).
+
+    Raises:
+        CheckpointError: missing, empty, truncated or non-torch file.
+        UnsafeCheckpointError: the file references a global outside the weights-only allow-list;
+            nothing in it was executed.
+    """
+    p = _check_path(path)
+    try:
+        with torch.serialization.safe_globals(list(extra_globals)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        blocked = _BLOCKED_GLOBAL.search(msg)
+        culprit = blocked.group(1) if blocked else _first_global(p)
+        if culprit:
+            raise UnsafeCheckpointError(
+                f"{p}: refused to load: the file references the Python global {culprit}, which a weights file "
+                f"never needs and which could run code when unpickled; nothing was executed. Use the official "
+                f"weights file, or re-save the state_dict from a trusted session.") from None
+        raise CheckpointError(f"{p}: not a readable torch checkpoint (its bytes are neither a torch zip archive "
+                              f"nor a weights pickle); the file is damaged or not a torch file, download it "
+                              f"again") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError,
+            IndexError, TypeError) as e:
+        raise CheckpointError(f"{p}: not a readable torch checkpoint ({type(e).__name__}: {_first_line(str(e))}); "
+                              f"the file is damaged, truncated or not a torch file, download it again") from None
+
+
+def load_state_dict(path: str | os.PathLike, key: str | None = None, strip_prefix: str = "",
+                    map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a checkpoint and return one state dict from it.
+
+    ``key`` picks an entry of a checkpoint dict (``"generator"``, ``"state_dict"``...); ``strip_prefix`` removes
+    a prefix such as ``"module."`` that DataParallel adds. Raises CheckpointError when the entry is missing or
+    is not a mapping of names to tensors.
+    """
+    obj = load_torch(path, map_location=map_location)
+    if key is not None:
+        if not isinstance(obj, Mapping) or key not in obj:
+            keys = list(obj.keys())[:10] if isinstance(obj, Mapping) else type(obj).__name__
+            raise CheckpointError(f"{path}: has no {key!r} entry (it has {keys}); is this the right checkpoint?")
+        obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict (names → tensors), got {type(obj).__name__}")
+    if strip_prefix:
+        obj = {(k[len(strip_prefix):] if k.startswith(strip_prefix) else k): v for k, v in obj.items()}
+    return dict(obj)
+
+
+def _first_global(path: Path, limit: int = 64 << 20) -> str | None:
+    """The first global a plain pickle references, found by reading its opcodes without executing any.
+
+    torch's weights-only reader stops at opcodes it does not support before naming a global; this static
+    scan tells a pickle that imports something (unsafe) from bytes that are simply not a pickle (damaged).
+    """
+    import pickletools
+
+    recent: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(io.BytesIO(f.read(limit))):
+                if op.name == "GLOBAL":
+                    return str(arg).replace(" ", ".")
+                if op.name == "STACK_GLOBAL" and len(recent) >= 2:
+                    return f"{recent[-2]}.{recent[-1]}"
+                if op.name in _STRING_OPS:
+                    recent.append(str(arg))
+    except Exception:  # not a pickle: nothing that could run
+        return None
+    return None
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0][:200] if lines else "no detail"
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """A pickle reader for which only allow-listed globals exist.
+
+    ``allowed`` maps ``(module, name)`` to the object to use in its place: the real one when it is harmless
+    (``collections.OrderedDict``), or a stand-in class that only records its state. Any other global, and any
+    persistent id, raises UnsafeCheckpointError; since REDUCE can only call what ``find_class`` returned,
+    nothing outside the allow-list can run.
+    """
+
+    def __init__(self, file, allowed: Mapping[tuple[str, str], Any], source: str = "pickle"):
+        super().__init__(file)
+        self._allowed = dict(allowed)
+        self._source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise UnsafeCheckpointError(
+                f"{self._source}: refused to load: it references {module}.{name}, which this file format never "
+                f"needs; nothing was executed. Is it the official file?") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeCheckpointError(f"{self._source}: refused to load: unexpected persistent id {pid!r}")
+
+
+def restricted_load(path_or_bytes: str | os.PathLike | bytes, allowed: Mapping[tuple[str, str], Any],
+                    on_error: Callable[[Exception], Exception] | None = None) -> Any:
+    """Unpickle a file (or bytes) with RestrictedUnpickler; damaged data raises CheckpointError."""
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        source, data = "pickle", bytes(path_or_bytes)
+    else:
+        p = _check_path(path_or_bytes)
+        source, data = str(p), p.read_bytes()
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), allowed, source=source).load()
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # any parse failure of untrusted bytes is the file's fault
+        err = on_error(e) if on_error else CheckpointError(
+            f"{source}: not a readable pickle ({type(e).__name__}: {_first_line(str(e))}); download it again")
+        raise err from None
