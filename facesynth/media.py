@@ -94,10 +94,12 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p)], capture_output=True,
                          text=True, errors="replace").stderr
     m = _VIDEO_STREAM.search(out)
+    if m is not None and m.group(1) == "ansi":  # ffmpeg's tty demuxer shows any text file as an 'ansi' video
+        raise MediaError(f"{p}: is a text file, not a video; check the path")
     if m is None:
         reason = out.strip().splitlines()[-1] if out.strip() else "no output from ffmpeg"
         if "moov atom not found" in out:
-            reason = "the file is incomplete (its index, the 'moov atom', is missing: a truncated download?)"
+            reason = "the file is damaged or incomplete: its index (the 'moov atom') is missing, as after a cut-off download"
         raise MediaError(f"{p}: not a readable video ({reason}); check the file or convert it with ffmpeg")
     video_line = out[m.start():].splitlines()[0]
     fps_m = _FPS.search(video_line)

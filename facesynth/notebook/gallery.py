@@ -1,0 +1,70 @@
+"""A grid of aligned faces captioned with their scores, for notebooks and the demo."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from facesynth.extract.faceset import Face, FaceSet
+
+__all__ = ["face_gallery"]
+
+_FORMATS = {"blur": "blur {:.0f}", "yaw": "yaw {:+.0f}°", "pitch": "pitch {:+.0f}°", "roll": "roll {:+.0f}°",
+            "confidence": "conf {:.2f}", "size": "{:.0f}px", "motion": "mot {:.3f}", "loss": "loss {:.4f}"}
+
+
+def face_gallery(faces: FaceSet | str | os.PathLike | Iterable[Face], cols: int = 8,
+                 captions: Sequence[str] = ("blur", "yaw", "pitch"), max_faces: int = 48, mask: str | None = None,
+                 title: str | None = None, path: str | os.PathLike | None = None, tile_inches: float = 1.6):
+    """Draw aligned faces in a grid, each captioned with its frame and chosen scores.
+
+    Args:
+        faces: a FaceSet, a face-set folder, or Face records. More than ``max_faces`` are sampled evenly.
+        captions: score names to print under each face (see ``Face.scores``).
+        mask: overlay this stored mask (e.g. ``"extended"``) as a tinted outline area.
+        path: also save the figure there (PNG), creating folders.
+    Returns:
+        The matplotlib Figure (shown inline in notebooks). Excluded faces get a red frame.
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(faces, (str, os.PathLike)):
+        faces = FaceSet.open(faces)
+    items = list(faces)
+    if not items:
+        raise ValueError("face_gallery needs at least one face")
+    if len(items) > max_faces:
+        pick = np.linspace(0, len(items) - 1, max_faces).round().astype(int)
+        items = [items[i] for i in pick]
+    cols = max(1, min(cols, len(items)))
+    rows = int(np.ceil(len(items) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * tile_inches, rows * (tile_inches + 0.45)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, face in zip(axes.flat, items):
+        img = face.image
+        if mask is not None:
+            m = face.mask(mask) > 0
+            img = img.copy()
+            img[~m] = (img[~m] * 0.35).astype(np.uint8)
+        ax.imshow(img)
+        text = [f"#{face.id} f{face.frame}"] + [_FORMATS.get(k, k + " {:.3g}").format(face.scores[k])
+                                                 for k in captions if k in face.scores]
+        ax.set_title("\n".join([text[0], " ".join(text[1:3])] + ([" ".join(text[3:])] if len(text) > 3 else [])),
+                     fontsize=6.5, color="red" if face.excluded else "black")
+        if face.excluded:
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("red")
+                spine.set_linewidth(2.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
