@@ -250,3 +250,13 @@ def test_copy_into_weights(tmp_path):
     dest = weights.copy_into_weights(src, "wav2lip-gan")
     assert dest == _weights_env() / "wav2lip_gan.pth"
     assert weights.resolve("wav2lip-gan").read_bytes() == b"by hand"
+
+
+def test_weights_readme_lists_every_registry_file():
+    from pathlib import Path
+
+    from facesynth.weights import REGISTRY
+
+    text = (Path(__file__).resolve().parents[1] / "weights" / "README.md").read_text()
+    for spec in REGISTRY.values():
+        assert f"`{spec.name}`" in text and f"`{spec.filename}`" in text

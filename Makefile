@@ -1,0 +1,30 @@
+# `make demo` and `make test` do all the set-up: a .venv with torch and facesynth, then the job.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.facesynth-installed
+# torch 2.14.1 + torchvision 0.29.1 is the pair that installs and runs everywhere we test (see DESIGN.md)
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/facesynth demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/extract.py --out bench/results/extract.json
+
+clean:
+	rm -rf work .pytest_cache
