@@ -163,8 +163,9 @@ def extract_faces(source: str | os.PathLike, out: str | os.PathLike, fps: float 
 
     # temporal smoothing of the main face track, within each video
     primary = [d[0].landmarks if d else None for d in detections]
-    if smooth > 1:
-        primary = _smooth_per_source(primary, sources, fps, smooth)
+    single_video = len(sources) == 1 and sources[0].kind == "video"    # separate photos: nothing to smooth over
+    if smooth > 1 and single_video:
+        primary = smooth_landmarks(primary, smooth)
 
     # pass 2: align, score, write
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -180,7 +181,7 @@ def extract_faces(source: str | os.PathLike, out: str | os.PathLike, fps: float 
                     break
                 for k, det in enumerate(detections[frame_pos]):
                     lm = primary[frame_pos] if k == 0 else det.landmarks
-                    neighbour = _neighbour(primary, sources, frame_pos) if k == 0 else None
+                    neighbour = _neighbour(primary, single_video, frame_pos) if k == 0 else None
                     faces.append(_make_face(len(faces), tmp, src, index, frame, det, lm, neighbour, size,
                                             face_type, masks, image_format))
                 frame_pos += 1
@@ -236,20 +237,9 @@ def _estimate_frames(sources: Sequence[Source], fps: float | None) -> int | None
     return total or None
 
 
-def _source_runs(sources: Sequence[Source], n: int) -> list[int]:
-    """Which source each frame position belongs to (videos are contiguous runs; images one each)."""
-    return [0] * n if len(sources) == 1 else list(range(n))
-
-
-def _smooth_per_source(track: list, sources: Sequence[Source], fps: float | None, window: int) -> list:
-    if len(sources) > 1 or sources[0].kind != "video":
-        return track          # separate photos: nothing to smooth over
-    return smooth_landmarks(track, window)
-
-
-def _neighbour(track: list, sources: Sequence[Source], pos: int) -> np.ndarray | None:
-    """Landmarks of the previous sampled frame of the same video (the next one for a run's first frame)."""
-    if len(sources) > 1 or sources[0].kind != "video":
+def _neighbour(track: list, single_video: bool, pos: int) -> np.ndarray | None:
+    """Landmarks of the previous sampled frame of the video (the next one for a run's first frame)."""
+    if not single_video:
         return None
     if pos > 0 and track[pos - 1] is not None:
         return track[pos - 1]

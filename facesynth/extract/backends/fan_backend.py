@@ -86,7 +86,7 @@ class FanBackend(FaceBackend):
                 # uint8 crosses to the device (4× less traffic than float); batch_detect wants RGB 0-255
                 # float [B, 3, H, W], exactly what face-alignment's detect_from_image hands it
                 batch = torch.from_numpy(np.stack([frames[i] for i in chunk])).to(self.device)
-                raw = batch_detect(self.detector, batch.permute(0, 3, 1, 2).float(), device=str(self.device))
+                raw = batch_detect(self.detector, _nchw(batch), device=str(self.device))
                 for i, candidates in zip(chunk, raw):
                     results[i] = self._suppress(candidates)
         return results
@@ -124,8 +124,7 @@ class FanBackend(FaceBackend):
 
         heatmaps = []
         for start in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(crops[start:start + self.batch_size]).to(self.device)
-            x = x.permute(0, 3, 1, 2).float() / 255.0
+            x = _nchw(torch.from_numpy(crops[start:start + self.batch_size]).to(self.device)) / 255.0
             hm = self.fan(x)[-1]            # the last hourglass stack is the refined prediction
             if self.flip_input:
                 hm = (hm + flip(self.fan(flip(x))[-1], is_label=True)) / 2
@@ -157,6 +156,15 @@ def heatmaps_to_points(heatmaps: torch.Tensor, centers: torch.Tensor, scales: to
     cells = torch.stack([px + 0.5 + 0.25 * dx, py + 0.5 + 0.25 * dy], dim=-1).double()
     span = (200.0 * scales.to(cells.device, torch.float64)).view(n, 1, 1)
     return cells * span / w + centers.to(cells.device, torch.float64).view(n, 1, 2) - span / 2
+
+
+def _nchw(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] → float [B, 3, H, W], contiguous.
+
+    A bare permute would leave channels-last strides, which send CPU convolutions down a path that was
+    2-4× slower here for both networks.
+    """
+    return images.permute(0, 3, 1, 2).float().contiguous()
 
 
 def _load_into(module: nn.Module, path: Path, what: str) -> nn.Module:
