@@ -20,13 +20,13 @@ import numpy as np
 
 from facesynth.errors import ConfigError, MediaError, NoFaceError
 from facesynth.extract.align import alignment_matrix, smooth_landmarks, transform_points, warp_face, FACE_TYPES
-from facesynth.extract.backends import DetectedFace, create_backend
+from facesynth.extract.backends import DetectedFace, FaceBackend, create_backend
 from facesynth.extract.faceset import META_FILE, Face, FaceSet
 from facesynth.extract.masks import MASKS, make_mask
 from facesynth.extract.quality import blur_score, face_size, head_pose, motion_score
 from facesynth.media import MediaWarning, is_image, is_video, iter_frames, list_images, probe, read_image, write_image
 
-__all__ = ["extract_faces", "iter_source_frames", "Source"]
+__all__ = ["extract_faces", "detect_faces", "sources_of", "iter_source_frames", "Source"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,28 @@ def _pick(faces: list[DetectedFace], all_faces: bool, min_score: float | None) -
     return faces if all_faces else faces[:1]
 
 
+def sources_of(source: str | os.PathLike) -> list[Source]:
+    """The frames' sources of an input: one video, one image, or the images of a folder (sorted)."""
+    return _sources(source)
+
+
+def detect_faces(sources: Sequence[Source], backend: FaceBackend, fps: float | None = None, all_faces: bool = False,
+                 min_score: float | None = None, progress: bool | None = None) -> list[list[DetectedFace]]:
+    """Streaming detection pass: for every frame, its faces (largest first; only the largest unless
+    ``all_faces``). Frames go to the backend in batches of ``backend.batch_size``; no frame is kept."""
+    from tqdm.auto import tqdm
+
+    detections: list[list[DetectedFace]] = []
+    disable = None if progress is None else not progress
+    with tqdm(total=_estimate_frames(sources, fps), desc=f"detect ({backend.name})", unit="frame",
+              disable=disable) as bar:
+        for batch in _batched(iter_source_frames(sources, fps), max(1, backend.batch_size)):
+            found = backend.detect([frame for _, _, frame in batch])
+            detections.extend(_pick(faces, all_faces, min_score) for faces in found)
+            bar.update(len(batch))
+    return detections
+
+
 def extract_faces(source: str | os.PathLike, out: str | os.PathLike, fps: float | None = None, size: int = 256,
                   detector: str = "auto", face_type: str = "full", all_faces: bool = False, smooth: int = 1,
                   masks: Sequence[str] = ("components", "extended"), min_score: float | None = None,
@@ -143,16 +165,7 @@ def extract_faces(source: str | os.PathLike, out: str | os.PathLike, fps: float 
     started = time.time()
 
     # pass 1: detection, keeping landmarks only
-    detections: list[list[DetectedFace]] = []
-    frame_shapes: list[tuple[int, int]] = []
-    total = _estimate_frames(sources, fps)
-    with tqdm(total=total, desc=f"detect ({backend.name})", unit="frame", disable=disable) as bar:
-        for batch in _batched(iter_source_frames(sources, fps), max(1, backend.batch_size)):
-            found = backend.detect([frame for _, _, frame in batch])
-            for (_, _, frame), faces in zip(batch, found):
-                detections.append(_pick(faces, all_faces, min_score))
-                frame_shapes.append(frame.shape[:2])
-            bar.update(len(batch))
+    detections = detect_faces(sources, backend, fps, all_faces=all_faces, min_score=min_score, progress=progress)
     n_frames = len(detections)
     n_found = sum(1 for d in detections if d)
     if n_found == 0:
