@@ -1,0 +1,6 @@
+"""Autoencoder face swap: shared encoder, one decoder per identity; training, pruning, conversion."""
+from facesynth.swap.config import PRESETS, SwapConfig
+from facesynth.swap.model import SwapModel, build_model
+from facesynth.swap.train import SwapTrainer, load_swap_model
+
+__all__ = ["SwapConfig", "PRESETS", "SwapModel", "build_model", "SwapTrainer", "load_swap_model"]
