@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from facesynth.errors import MediaError
-from facesynth.fileio import atomic_write_json
+from facesynth.fileio import atomic_write
 from facesynth.media import read_image
 
 __all__ = ["Face", "FaceSet", "META_FILE", "FORMAT", "VERSION"]
@@ -127,8 +127,15 @@ class FaceSet:
 
     @staticmethod
     def write(root: Path, faces: Iterable[Face], settings: dict[str, Any]) -> None:
-        atomic_write_json(root / META_FILE, {"format": FORMAT, "version": VERSION, "settings": settings,
-                                             "faces": [f.to_json() for f in faces]})
+        """Write the metadata atomically, one face at a time (no whole-document string in memory)."""
+        head = json.dumps({"format": FORMAT, "version": VERSION, "settings": settings})[:-1]
+
+        def write(f) -> None:
+            f.write(head.encode() + b', "faces": [')
+            for i, face in enumerate(faces):
+                f.write((", " if i else "").encode() + json.dumps(face.to_json()).encode())
+            f.write(b"]}")
+        atomic_write(root / META_FILE, write)
 
     def save(self) -> None:
         self.write(self.root, self._faces, self.settings)
