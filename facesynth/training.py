@@ -244,7 +244,14 @@ class Trainer(abc.ABC):
         return path
 
     def resume(self) -> bool:
-        """Load ``checkpoint.pt`` if the workdir has one and cut the log back to its iteration."""
+        """Load ``checkpoint.pt`` if the workdir has one and cut the log back to its iteration.
+
+        Temporary files left by a writer that was killed mid-write are removed first: the file they were
+        meant to replace is still the complete previous version.
+        """
+        if self.dist.is_main and self.workdir.is_dir():
+            for stale in [*self.workdir.glob(".*.tmp"), *self.workdir.glob("*/.*.tmp")]:
+                stale.unlink(missing_ok=True)
         if not self.checkpoint_path.is_file():
             return False
         self.load_state_dict(load_torch(self.checkpoint_path, map_location=self.device))
@@ -290,7 +297,7 @@ class Trainer(abc.ABC):
             while self.iteration < iterations:
                 lr = self.set_lr(self.iteration)
                 losses = self.train_step(self.iteration)
-                if not all(math.isfinite(v) for v in losses.values()):
+                if not self._all_finite(losses):
                     self._recover_from_nan(losses)
                     continue
                 self.iteration += 1
@@ -320,6 +327,18 @@ class Trainer(abc.ABC):
             cb.on_train_end(self)
         return self
 
+    def _all_finite(self, losses: dict) -> bool:
+        """Whether every loss is finite, on every rank: under DDP one rank's NaN reaches all ranks through the
+        averaged gradients, so all of them must restore together (or their collectives fall out of step)."""
+        finite = all(math.isfinite(v) for v in losses.values())
+        if not self.dist.enabled:
+            return finite
+        import torch.distributed as dist
+
+        flag = torch.tensor([0.0 if finite else 1.0], device=self.device if self.dist.backend == "nccl" else "cpu")
+        dist.all_reduce(flag)
+        return bool(flag.item() == 0)
+
     def _checkpoint_due(self) -> bool:
         return (self.iteration % self.checkpoint_every == 0
                 or time.time() - self._last_checkpoint_time > 60 * self.checkpoint_minutes)
@@ -346,6 +365,8 @@ class Trainer(abc.ABC):
         scale, restores = self.schedule.scale * self.nan_lr_factor, self.nan_restores
         if self.checkpoint_path.is_file():
             self.load_state_dict(load_torch(self.checkpoint_path, map_location=self.device))
+            if self.dist.is_main:
+                self._truncate_log(self.iteration)       # steps after the checkpoint are being redone
         self.schedule.scale, self.nan_restores = scale, restores
         self.log({"iteration": self.iteration, "event": "nan_restore", "bad": list(bad), "lr_scale": scale,
                   "time": round(time.time(), 3)})
