@@ -165,6 +165,32 @@ def test_folder_without_images_raises_media_error(tmp_path):
         extract_faces(tmp_path / "in", tmp_path / "out", detector="dlib", progress=False)
 
 
+def test_folder_of_unreadable_images_raises_media_error_and_one_bad_photo_is_skipped(samples, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (bad / "b.png").write_bytes(b"")
+    with pytest.raises(MediaError, match="could be read"):
+        extract_faces(bad, tmp_path / "out", detector="dlib", progress=False)
+    (bad / "c.jpg").write_bytes(samples.grace_hopper.read_bytes())
+    with pytest.warns(MediaWarning, match="skipping"):
+        fs = extract_faces(bad, tmp_path / "out", detector="dlib", progress=False)
+    assert len(fs) == 1 and Path(fs[0].source).name == "c.jpg"
+
+
+def test_grey_and_rgba_photos_give_rgb_faces(samples, tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(samples.grace_hopper).convert("L").save(photos / "grey.png")
+    Image.open(samples.astronaut).convert("RGBA").save(photos / "rgba.png")
+    fs = extract_faces(photos, tmp_path / "out", size=96, detector="dlib", progress=False)
+    assert len(fs) == 2 and all(f.image.shape == (96, 96, 3) for f in fs)
+    grey = next(f for f in fs if f.source.endswith("grey.png")).image
+    assert np.abs(grey[..., 0].astype(int) - grey[..., 2]).max() <= 1
+
+
 def test_video_without_faces_raises_no_face_error_with_frame_count(tmp_path):
     rng = np.random.default_rng(1)
     write_video(tmp_path / "noise.mp4", (rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(12)),

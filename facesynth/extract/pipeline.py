@@ -167,6 +167,8 @@ def extract_faces(source: str | os.PathLike, out: str | os.PathLike, fps: float 
     # pass 1: detection, keeping landmarks only
     detections = detect_faces(sources, backend, fps, all_faces=all_faces, min_score=min_score, progress=progress)
     n_frames = len(detections)
+    if n_frames == 0:
+        raise MediaError(f"{source}: none of its {len(sources)} images could be read; check the files")
     n_found = sum(1 for d in detections if d)
     if n_found == 0:
         where = sources[0].path if len(sources) == 1 else Path(source)
