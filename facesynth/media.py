@@ -276,7 +276,8 @@ class VideoWriter:
     """Stream frames into an H.264 MP4 (yuv420p, faststart), optionally muxing an audio track at close.
 
     ``audio`` is any file with an audio stream (a wav, or the source video whose sound should be kept);
-    a file without one is skipped with a MediaWarning. Odd frame sizes are padded by one edge pixel
+    a file without one is skipped with a MediaWarning. The video keeps every frame: shorter audio is padded
+    with silence, longer audio is cut at the video's end. Odd frame sizes are padded by one edge pixel
     (H.264 in yuv420p needs even sizes). The output appears only when complete::
 
         with VideoWriter("out.mp4", fps=25, audio="speech.wav") as w:
@@ -342,7 +343,7 @@ class VideoWriter:
         muxed = self._tmp.with_name(self._tmp.stem + ".av.mp4")
         cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(self._tmp),
                "-i", str(self.audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac",
-               "-b:a", "192k", "-shortest", "-movflags", "+faststart", str(muxed)]
+               "-b:a", "192k", "-af", "apad", "-shortest", "-movflags", "+faststart", str(muxed)]
         res = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if res.returncode != 0:
             muxed.unlink(missing_ok=True)

@@ -184,6 +184,9 @@ def extract_faces(source: str | os.PathLike, out: str | os.PathLike, fps: float 
 
     # pass 2: align, score, write
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)        # mkdtemp makes it private; a face set is an ordinary folder
     try:
         (tmp / "images").mkdir()
         if masks:
