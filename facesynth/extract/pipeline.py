@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from facesynth.extract.masks import MASKS, make_mask
 from facesynth.extract.quality import blur_score, face_size, head_pose, motion_score
 from facesynth.media import MediaWarning, is_image, is_video, iter_frames, list_images, probe, read_image, write_image
 
-__all__ = ["extract_faces", "detect_faces", "sources_of", "iter_source_frames", "Source"]
+__all__ = ["extract_faces", "detect_faces", "batched", "sources_of", "iter_source_frames", "Source"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def iter_source_frames(sources: Sequence[Source], fps: float | None) -> Iterator
         yield src, 0, image
 
 
-def _batched(it: Iterator, n: int) -> Iterator[list]:
+def batched(it: Iterable, n: int) -> Iterator[list]:
+    """Lists of ``n`` consecutive items (the last may be shorter), without reading ahead further."""
     batch = []
     for item in it:
         batch.append(item)
@@ -107,7 +108,7 @@ def detect_faces(sources: Sequence[Source], backend: FaceBackend, fps: float | N
     disable = None if progress is None else not progress
     with tqdm(total=_estimate_frames(sources, fps), desc=f"detect ({backend.name})", unit="frame",
               disable=disable) as bar:
-        for batch in _batched(iter_source_frames(sources, fps), max(1, backend.batch_size)):
+        for batch in batched(iter_source_frames(sources, fps), max(1, backend.batch_size)):
             found = backend.detect([frame for _, _, frame in batch])
             detections.extend(_pick(faces, all_faces, min_score) for faces in found)
             bar.update(len(batch))

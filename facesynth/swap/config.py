@@ -11,7 +11,7 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from facesynth.errors import ConfigError

@@ -18,7 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -30,7 +30,7 @@ from facesynth.extract.align import FACE_TYPES, alignment_matrix, invert_affine,
 from facesynth.extract.backends import FaceBackend, available_backends, create_backend
 from facesynth.extract.faceset import FaceSet
 from facesynth.extract.masks import make_mask
-from facesynth.extract.pipeline import detect_faces, sources_of
+from facesynth.extract.pipeline import batched, detect_faces, sources_of
 from facesynth.gpu import autocast
 from facesynth.media import VideoWriter, has_audio, is_image, iter_frames, probe, read_image, to_tensor, write_image
 from facesynth.swap.model import SwapModel
@@ -106,7 +106,7 @@ def convert_video(input: str | os.PathLike, output: str | os.PathLike, model: st
     disable = None if progress is None else not progress
     with VideoWriter(output, info.fps, audio=input if has_audio(input) else None) as writer, \
             tqdm(total=len(track), desc="convert", unit="frame", disable=disable) as bar:
-        for batch in _batched(iter_frames(input), options.batch_size):
+        for batch in batched(iter_frames(input), options.batch_size):
             landmarks = [track[i] if i < len(track) else None for i, _ in batch]
             for frame in swapper.convert([frame for _, frame in batch], landmarks):
                 writer.write(frame)
@@ -479,13 +479,3 @@ def _unsharp(face: np.ndarray, amount: float, sigma: float) -> np.ndarray:
     blurred = cv2.GaussianBlur(face, (0, 0), sigma)
     return np.clip(face + amount * (face - blurred), 0.0, 1.0)
 
-
-def _batched(items: Iterable, n: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -29,7 +29,7 @@ from facesynth.swap.config import SwapConfig
 from facesynth.swap.data import FaceData
 from facesynth.swap.losses import masked_reconstruction_loss
 from facesynth.swap.model import PatchDiscriminator, SwapModel
-from facesynth.training import DistributedContext, LRSchedule, Trainer, atomic_torch_save, setup_distributed
+from facesynth.training import LRSchedule, Trainer, atomic_torch_save, setup_distributed
 
 __all__ = ["SwapTrainer", "load_swap_model", "CONFIG_FILE"]
 
@@ -97,14 +97,21 @@ class SwapTrainer(Trainer):
             self.model = channels_last(self.model, self.device)
         self.pair: nn.Module = _Pair(self.model)
         if dist.enabled:
+            # a predicted mask without a mask loss gets no gradient: DDP must then be told to expect unused parameters
             self.pair = nn.parallel.DistributedDataParallel(
-                self.pair, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.pair, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(cfg.learn_mask and not cfg.mask_loss_weight))
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizers = {"model": opt_cls(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                             weight_decay=cfg.weight_decay)}
         self.disc: PatchDiscriminator | None = None
+        self._disc_step_net: nn.Module | None = None     # the discriminator as its own update runs it
         if cfg.gan_weight > 0:
             self.disc = PatchDiscriminator(cfg.gan_dims).to(self.device)
+            self._disc_step_net = self.disc
+            if dist.enabled:      # its gradients are averaged across ranks too, or the ranks' critics drift apart
+                self._disc_step_net = nn.parallel.DistributedDataParallel(
+                    self.disc, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self.optimizers["disc"] = opt_cls(self.disc.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.schedule = LRSchedule(cfg.lr, cfg.lr_schedule, cfg.warmup, cfg.lr_total, cfg.min_lr, cfg.lr_step,
                                    cfg.lr_gamma)
@@ -142,6 +149,11 @@ class SwapTrainer(Trainer):
         if self.disc is not None and "disc" in state:
             self.disc.load_state_dict(state["disc"])
         self.generator.set_state(state["generator"])
+        if self.dist.rank:
+            # the checkpoint holds rank 0's data stream only: the other ranks branch off it (one seed per rank),
+            # so that after a resume they still draw batches of their own rather than rank 0's
+            branch = int(torch.randint(2**62, (1,), generator=self.generator))
+            self.generator.manual_seed(branch + self.dist.rank)
         self.face_loss = {k: {int(i): float(v) for i, v in d.items()} for k, d in state["face_loss"].items()}
 
     def monitored_loss(self, record: dict) -> float:
@@ -214,13 +226,14 @@ class SwapTrainer(Trainer):
 
     def _disc_step(self, real: torch.Tensor, fake: torch.Tensor) -> float:
         opt = self.optimizers["disc"]
-        real_logits, fake_logits = self.disc(real), self.disc(fake)
+        logits = self._disc_step_net(torch.cat([real, fake]))    # one forward, so DDP syncs its gradients once
+        real_logits, fake_logits = logits[: real.shape[0]], logits[real.shape[0]:]
         loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                 + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def _update_face_loss(self, who: str, ids: list[int], loss: torch.Tensor) -> None:
         k = self.config.face_loss_momentum
