@@ -33,3 +33,23 @@ def test_extraction_notebook_runs_on_the_samples(tmp_path, samples):
         assert (tmp_path / "nb00" / png).stat().st_size > 10_000
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "faces from" in text and "/40 frames" in text      # QUICK samples the 4 s video at 10 fps
+
+
+def test_face_swap_notebook_trains_prunes_and_converts(tmp_path, samples):
+    from facesynth.media import probe
+    from facesynth.training import read_log
+
+    out = tmp_path / "nb01"
+    nb = _run("01_face_swap.ipynb", tmp_path, OUT=str(out), DETECTOR="dlib", SOURCE_A=str(samples.talking_head),
+              SOURCE_B=str(samples.portraits))
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    for png in ("gallery_A.png", "loss.png", "loss_final.png", "preview.png", "worst_A.png", "before_after.png"):
+        assert (out / png).stat().st_size > 10_000, png
+    log = read_log(out / "model")
+    assert log[-1]["iteration"] == 240                     # QUICK: 160 iterations, pruning, on to 240
+    assert [r["iteration"] for r in log if r.get("event") == "data_changed"] == [161]
+    video = probe(out / "swap_a2b.mp4")
+    assert (video.width, video.height) == (176, 144) and video.frame_count == 120
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "<video" in html and "base64" in html           # the converted video is embedded

@@ -233,7 +233,7 @@ def test_two_cpu_ranks_train_in_lockstep_and_only_rank_0_writes(samples, tmp_pat
     assert [r["loss_a"] for r in log] == [s["loss_a"] for s in run0["steps"]]
     assert [r["loss_b"] for r in log] == [s["loss_b"] for s in run0["steps"]]
     config = json.loads((work / "config.json").read_text())
-    assert config["config"]["preset"] == "quick" and config["faces_a"] == str(faces_a.root.resolve())
+    assert config["config"]["preset_name"] == "quick" and config["faces_a"] == str(faces_a.root.resolve())
     ckpt = load_torch(work / "checkpoint.pt", map_location="cpu")
     assert ckpt["iteration"] == ITERATIONS
     assert _max_diff(ckpt["model"]["model"], run0["final"]) == 0.0

@@ -185,6 +185,29 @@ def test_pruning_marks_the_log_where_the_data_changed(facesets, tmp_path):
     assert not set(dropped) & set(trainer.data["a"].ids)
 
 
+def test_saving_face_losses_never_undoes_pruning_done_on_disk(facesets, tmp_path):
+    a, b = facesets
+    trainer = SwapTrainer(quick(checkpoint_every=4), faces_a=a, faces_b=b, workdir=tmp_path / "m", progress=False)
+    trainer.train(2)
+    fs = FaceSet.open(a)
+    dropped = fs.ids[-2:]
+    fs.exclude(dropped)                       # pruned by another process / the widget, no reload_faces()
+    try:
+        trainer.train(4)                      # the checkpoint at 4 writes per-face losses
+        reopened = FaceSet.open(a)
+        assert [f.id for f in reopened if f.excluded] == dropped
+        assert sum("loss" in f.scores for f in reopened) > 0
+    finally:
+        FaceSet.open(a).include(dropped)
+
+
+def test_default_config_round_trips_through_json():
+    cfg = SwapConfig()
+    assert cfg.preset_name == "custom"
+    assert SwapConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert SwapConfig.preset("paper").preset_name == "paper"
+
+
 def test_workdir_guards(facesets, tmp_path):
     a, b = facesets
     with pytest.raises(ConfigError, match="no model"):

@@ -71,7 +71,7 @@ class SwapConfig:
     log_every: int = 10
     face_loss_momentum: float = 0.1   # running per-face loss (exponential moving average)
     seed: int = 0
-    preset: str = "custom"
+    preset_name: str = "custom"       # which preset it came from
 
     def __post_init__(self) -> None:
         if self.architecture not in ("original", "df", "liae"):
@@ -88,7 +88,7 @@ class SwapConfig:
     def preset(cls, name: str, **overrides: Any) -> "SwapConfig":
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], "preset": name, **overrides})
+        return cls(**{**PRESETS[name], "preset_name": name, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -26,6 +26,7 @@ from facesynth.gpu import autocast, channels_last, pick_device, seed_everything
 from facesynth.media import write_image
 from facesynth.swap.augment import apply_grid, color_jitter, random_affine, random_warp
 from facesynth.swap.config import SwapConfig
+from facesynth.extract.faceset import FaceSet
 from facesynth.swap.data import FaceData
 from facesynth.swap.losses import masked_reconstruction_loss
 from facesynth.swap.model import PatchDiscriminator, SwapModel
@@ -260,10 +261,11 @@ class SwapTrainer(Trainer):
     def save_face_losses(self) -> None:
         """Write the running per-face losses into each face set's ``scores["loss"]`` (atomically)."""
         for who, data in self.data.items():
-            known = {fid: {"loss": v} for fid, v in self.face_loss[who].items()
-                     if fid in {f.id for f in data.faceset}}
+            on_disk = FaceSet.open(data.root)     # fresh: pruning may have changed it since training began
+            ids = set(on_disk.ids)
+            known = {fid: {"loss": v} for fid, v in self.face_loss[who].items() if fid in ids}
             if known:
-                data.faceset.update_scores(known)
+                on_disk.update_scores(known)
 
     def reload_faces(self) -> dict[str, int]:
         """Re-read both face sets (after pruning) and mark the change in the next log record."""
