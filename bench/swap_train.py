@@ -37,13 +37,13 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from _common import current_rss_mib as _current_rss_mib, peak_rss_mib as _peak_rss_mib, run_child as _run_child  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "swap_train.json"
@@ -79,20 +79,8 @@ def log(msg: str) -> None:
     print(f"[bench/swap_train] {msg}", file=sys.stderr, flush=True)
 
 
-def _peak_rss_mib() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def _current_rss_mib() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 def _plan(device_type: str, mode: str, preset: str) -> dict:
@@ -242,21 +230,7 @@ def child_main(spec_json: str) -> int:
 # --------------------------------------------------------------------------------------------- parent side
 
 def run_child(spec: dict, tmp: Path, name: str) -> dict:
-    work = tmp / name
-    work.mkdir(parents=True, exist_ok=True)
-    spec = {**spec, "tmp": str(work), "result": str(work / "result.json")}
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
-    wall = round(time.perf_counter() - t, 2)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
-        log(f"{name}: FAILED (exit {proc.returncode})")
-        return {"error": f"child exited {proc.returncode}", "stderr_tail": tail, "child_wall_s": wall}
-    rec = json.loads((work / "result.json").read_text())
-    rec["child_wall_s"] = wall
-    shutil.rmtree(work, ignore_errors=True)
-    return rec
+    return _run_child(__file__, spec, tmp, name, log)
 
 
 def machine_info(device: str) -> dict:

@@ -1,0 +1,47 @@
+"""What the benchmarks share: peak memory of this process, and one measurement per fresh child process."""
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def current_rss_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def run_child(script: str, spec: dict, tmp: Path, name: str, log: Callable[[str], None]) -> dict:
+    """Run ``script --child SPEC`` in a fresh process (so its peak memory is its own) and return its JSON result."""
+    work = tmp / name
+    work.mkdir(parents=True, exist_ok=True)
+    spec = {**spec, "tmp": str(work), "result": str(work / "result.json")}
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(Path(script).resolve()), "--child", json.dumps(spec)],
+                          capture_output=True, text=True)
+    wall = round(time.perf_counter() - t, 2)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+        log(f"{name}: FAILED (exit {proc.returncode})")
+        return {"error": f"child exited {proc.returncode}", "stderr_tail": tail, "child_wall_s": wall}
+    rec = json.loads((work / "result.json").read_text())
+    rec["child_wall_s"] = wall
+    shutil.rmtree(work, ignore_errors=True)
+    return rec
