@@ -68,7 +68,7 @@ class SwapConfig:
     checkpoint_minutes: float = 10.0
     snapshot_every: int = 25_000      # keep snapshots/NNNNNNNN.pt
     preview_every: int = 1000         # previews/NNNNNNNN.png (A, A→A, A→B, B, B→B, B→A)
-    log_every: int = 10
+    log_every: int = 1                # a log.jsonl record (losses, lr) every step, as the study plotted
     face_loss_momentum: float = 0.1   # running per-face loss (exponential moving average)
     seed: int = 0
     preset_name: str = "custom"       # which preset it came from
@@ -102,7 +102,7 @@ class SwapConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(architecture="df", resolution=64, ae_dims=64, e_dims=16, d_dims=8, d_mask_dims=4,
                   batch_size=4, lr=2e-4, l1_weight=1.0, mse_weight=0.0, dssim_weight=1.0, mask_loss_weight=1.0,
-                  warp_strength=0.7, checkpoint_every=100, preview_every=100, snapshot_every=1000, log_every=1),
+                  warp_strength=0.7, checkpoint_every=100, preview_every=100, snapshot_every=1000),
     "paper": dict(architecture="original", resolution=64, ae_dims=1024, e_dims=128, d_dims=64, d_mask_dims=32,
                   batch_size=12, lr=5e-5, l1_weight=1.0, mse_weight=0.0, dssim_weight=0.0, mask_loss_weight=1.0),
     "dfl-df": dict(architecture="df", resolution=128, ae_dims=256, e_dims=64, d_dims=64, d_mask_dims=22),
