@@ -296,9 +296,50 @@ def _run_samples(args) -> int:
     return 0
 
 
+def _add_reenact(sub) -> None:
+    p = sub.add_parser("reenact", help="animate a portrait with the facial motion of a driving video (FOMM)",
+                       description="First Order Motion Model: the portrait's face moves like the driving video's. "
+                                   "Both are cropped around the face automatically; the driving video's audio is kept.")
+    p.add_argument("output", help="output video (.mp4)")
+    p.add_argument("--source", required=True, help="portrait image")
+    p.add_argument("--driving", required=True, help="driving video")
+    p.add_argument("--checkpoint", default="fomm-vox",
+                   help="official checkpoint file or registry name (default fomm-vox = vox-cpk.pth.tar)")
+    p.add_argument("--config", default="vox-256", help="vox-256, vox-adv-256, or an official YAML file")
+    p.add_argument("--relative", action="store_true", help="relative key point motion (official --relative)")
+    p.add_argument("--adapt-scale", action="store_true", help="adapt movement scale (official --adapt_scale)")
+    p.add_argument("--best-frame", action="store_true",
+                   help="start from the driving frame whose face is most like the portrait's (official --find_best_frame)")
+    p.add_argument("--size", type=int, default=256, help="crop side the model runs at (vox: 256)")
+    p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
+    p.add_argument("--paste-back", action="store_true", help="paste the animated face into the full portrait")
+    p.add_argument("--device", default="auto")
+
+
+def _run_reenact(args) -> int:
+    from facesynth.media import read_image, to_image
+    from facesynth.reenact import iter_animate, load_fomm
+    from facesynth.reenact.prepare import paste_back, prepare_driving, prepare_source, write_animation
+
+    model = load_fomm(args.checkpoint, config=args.config, device=args.device)
+    source, crop = prepare_source(args.source, size=args.size, detector=args.detector)
+    clip = prepare_driving(args.driving, size=args.size, detector=args.detector)
+    batches = iter_animate(model, source, clip, relative=args.relative, adapt_movement_scale=args.adapt_scale,
+                           best_frame="find" if args.best_frame else None)
+    if args.paste_back:
+        portrait = read_image(args.source)
+        frames = (paste_back(portrait, face, crop.box) for batch in batches for face in to_image(batch.cpu()))
+    else:
+        frames = (batch.cpu() for batch in batches)
+    write_animation(frames, args.output, fps=clip.fps, audio_from=args.driving)
+    print(f"{clip.num_frames} frames → {args.output} ({'relative' if args.relative else 'absolute'} motion, "
+          f"driving crop {clip.box}, fps {clip.fps:g}{', with audio' if clip.has_audio else ''})")
+    return 0
+
+
 COMMANDS = {"extract": (_add_extract, _run_extract), "demo": (_add_demo, _run_demo),
             "train-swap": (_add_train_swap, _run_train_swap), "prune": (_add_prune, _run_prune),
-            "convert": (_add_convert, _run_convert),
+            "convert": (_add_convert, _run_convert), "reenact": (_add_reenact, _run_reenact),
             "weights": (_add_weights, _run_weights), "samples": (_add_samples, _run_samples)}
 
 

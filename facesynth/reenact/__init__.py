@@ -1,9 +1,11 @@
 """Face reenactment with the First Order Motion Model: official-checkpoint compatible modules and loading."""
+from facesynth.reenact.animate import animate, find_best_frame, iter_animate, normalize_kp
 from facesynth.reenact.checkpoint import FOMM, check_state_dict, load_fomm
 from facesynth.reenact.config import BUILTIN_CONFIGS, FOMMConfig
 from facesynth.reenact.model import (DenseMotionNetwork, KPDetector, MultiScaleDiscriminator, OcclusionAwareGenerator,
                                      build_discriminator, build_generator, build_kp_detector)
 
-__all__ = ["load_fomm", "FOMM", "FOMMConfig", "BUILTIN_CONFIGS", "check_state_dict", "KPDetector",
+__all__ = ["load_fomm", "animate", "iter_animate", "normalize_kp", "find_best_frame", "FOMM", "FOMMConfig",
+           "BUILTIN_CONFIGS", "check_state_dict", "KPDetector",
            "DenseMotionNetwork", "OcclusionAwareGenerator", "MultiScaleDiscriminator", "build_kp_detector",
            "build_generator", "build_discriminator"]

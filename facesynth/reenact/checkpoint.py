@@ -64,6 +64,16 @@ class FOMM:
         kp_source = {k: v.to(self.device).expand(n, *v.shape[1:]) for k, v in kp_source.items()}
         return self.generator(source.expand(n, *source.shape[1:]), kp_driving=kp_driving, kp_source=kp_source)
 
+    def animate(self, source: torch.Tensor, driving, relative: bool = True, adapt_movement_scale: bool = True,
+                **options) -> torch.Tensor:
+        """``source`` animated by ``driving``: (T, C, H, W) float in [0, 1] on the CPU.
+
+        See ``facesynth.reenact.animate.animate`` (options: ``batch_size``, ``best_frame``, ``autocast``).
+        """
+        from facesynth.reenact.animate import animate
+        return animate(self, source, driving, relative=relative, adapt_movement_scale=adapt_movement_scale,
+                       **options)
+
     def _frames(self, x: torch.Tensor, name: str) -> torch.Tensor:
         channels = self.config.common_params.num_channels
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels:
