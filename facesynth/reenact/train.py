@@ -1,0 +1,517 @@
+"""``FOMMTrainer``: the official self-supervised FOMM objective, for training or fine-tuning on short videos.
+
+Every step draws pairs of frames of one video (source and driving, as the official ``FramesDataset``: two
+sorted random indices, with a random horizontal flip and time flip), reconstructs the driving frame from the
+source by the motion between their key points, and minimises the official losses (``modules/model.py`` and
+``train.py`` of AliaksandrSiarohin/first-order-model):
+
+- perceptual pyramid: at each of ``scales`` (an anti-aliased image pyramid) the weighted L1 between VGG19
+  features (5 slices, ImageNet normalisation) of the prediction and of the driving frame. The VGG19 weights come
+  from torchvision's cache (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``); without them a warning says so
+  and an L1 pyramid on the pixels takes its place (logged as ``loss_l1_pyramid``);
+- equivariance: a random affine + thin-plate-spline warp of the driving frame must move its key points by the
+  same warp (value loss), and their jacobians by the warp's jacobian (jacobian loss);
+- optional GAN (``generator_gan`` > 0, as vox-adv-256): least-squares losses of the multi-scale discriminator,
+  with feature matching, the discriminator seeing the driving key point heatmaps when ``use_kp``.
+
+The official colour jitter and its epoch-based learning-rate milestones are not reproduced: the learning rate
+here is constant (the shared ``LRSchedule`` can change that).
+
+Workdir layout: ``checkpoint.pt`` (atomic, resumed by default), ``backup.pt``, ``log.jsonl``;
+``save_official(path)`` writes the official checkpoint layout that ``load_fomm`` and the official code read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesynth.errors import CheckpointError, ConfigError
+from facesynth.gpu import pick_device, seed_everything
+from facesynth.reenact.checkpoint import load_checked
+from facesynth.reenact.config import BUILTIN_CONFIGS, FOMMConfig
+from facesynth.reenact.evaluate import iter_video_frames, resize_frames
+from facesynth.reenact.model import (KP, AntiAliasDownsample, build_discriminator, build_generator,
+                                     build_kp_detector, coordinate_grid)
+from facesynth.training import LRSchedule, Trainer, atomic_torch_save
+
+__all__ = ["FOMMTrainer", "FOMMTrainConfig", "LossWeights", "TransformParams", "RandomTPS", "ImagePyramid",
+           "VGG19Features", "load_vgg19", "VideoPairs", "MissingVGGWarning", "VGG19_FILE"]
+
+VGG19_FILE = "vgg19-dcbb9e9d.pth"     # torchvision's VGG19_Weights.IMAGENET1K_V1
+
+
+class MissingVGGWarning(UserWarning):
+    """VGG19 weights are not in torchvision's cache: the perceptual loss is replaced by an L1 pyramid."""
+
+
+@dataclass
+class LossWeights:
+    generator_gan: float = 0.0                       # vox-256: no GAN; vox-adv-256: 1
+    discriminator_gan: float = 1.0
+    feature_matching: tuple[float, ...] = (10, 10, 10, 10)   # per discriminator block
+    perceptual: tuple[float, ...] = (10, 10, 10, 10, 10)     # per VGG19 slice
+    equivariance_value: float = 10.0
+    equivariance_jacobian: float = 10.0
+
+
+@dataclass
+class TransformParams:
+    sigma_affine: float = 0.05        # std of the random affine's deviation from the identity
+    sigma_tps: float = 0.005          # std of the thin-plate-spline weights
+    points_tps: int = 5               # control points per side
+
+
+@dataclass
+class FOMMTrainConfig:
+    """The official ``train_params`` (vox-256 values) plus the frame size and our loop's settings."""
+    frame_size: int = 256                             # dataset_params.frame_shape
+    batch_size: int = 40
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    lr_kp_detector: float = 2e-4
+    scales: tuple[float, ...] = (1, 0.5, 0.25, 0.125)   # perceptual pyramid
+    num_repeats: int = 75                             # official epoch = num_repeats passes over the videos
+    horizontal_flip: bool = True
+    time_flip: bool = True
+    transform_params: TransformParams = field(default_factory=TransformParams)
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    seed: int = 0
+    cache_videos: int = 8                             # decoded videos kept in memory (least recently used out)
+    checkpoint_every: int = 500
+    log_every: int = 1
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **overrides) -> "FOMMTrainConfig":
+        """From an official config dict (``train_params`` and ``dataset_params``); keyword arguments override."""
+        train = dict(data.get("train_params", {}))
+        dataset = data.get("dataset_params", {}) or {}
+        values: dict[str, Any] = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, value in train.items():
+            if key == "transform_params":
+                values[key] = TransformParams(**value)
+            elif key == "loss_weights":
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                values[key] = LossWeights(**value)
+            elif key == "scales":
+                values[key] = tuple(value)
+            elif key in names:
+                values[key] = value
+        if "frame_shape" in dataset:
+            values["frame_size"] = int(dataset["frame_shape"][0])
+        flips = (dataset.get("augmentation_params") or {}).get("flip_param") or {}
+        values.update({k: bool(v) for k, v in flips.items() if k in ("horizontal_flip", "time_flip")})
+        return dataclasses.replace(cls(**values), **overrides)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides) -> "FOMMTrainConfig":
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(yaml.safe_load(f) or {}, **overrides)
+
+
+class FOMMTrainer(Trainer):
+    """Train (or fine-tune, or resume) a First Order Motion Model on short videos in ``workdir``.
+
+    Args:
+        config: the model: a built-in name (``"vox-256"``), an official YAML path or a FOMMConfig. A YAML's
+            ``train_params`` and ``dataset_params.frame_shape`` also set the training values.
+        videos: video files, or float tensors (T, C, H, W) in [0, 1]; frames are resized to the frame size.
+        workdir: checkpoints and ``log.jsonl``; a workdir with a checkpoint resumes from it.
+        train: a FOMMTrainConfig, or None for the YAML's (or vox-256's) values; ``overrides`` replace fields.
+        checkpoint: an official checkpoint to start from (fine-tuning); ignored when the workdir resumes.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+    """
+
+    def __init__(self, config: str | os.PathLike | FOMMConfig = "vox-256",
+                 videos: Sequence[str | os.PathLike | torch.Tensor] = (), workdir: str | os.PathLike = "work/fomm",
+                 train: FOMMTrainConfig | None = None, checkpoint: str | os.PathLike | Mapping | None = None,
+                 device: str | torch.device = "auto", **overrides):
+        super().__init__(workdir, pick_device(device))
+        self.model_config = FOMMConfig.resolve(config)
+        if train is None:
+            from_yaml = (not isinstance(config, FOMMConfig)
+                         and str(config).lower().removesuffix(".yaml") not in BUILTIN_CONFIGS)
+            train = FOMMTrainConfig.from_yaml(config) if from_yaml else FOMMTrainConfig()
+        self.config = dataclasses.replace(train, **overrides)
+        cfg = self.config
+        if not videos:
+            raise ConfigError("FOMMTrainer needs at least one video (a file or a (T, C, H, W) tensor)")
+        if cfg.batch_size < 2:
+            raise ConfigError("batch_size must be at least 2: BatchNorm in train mode needs two samples at the "
+                              "hourglass's 1x1 bottom")
+        self.checkpoint_every, self.log_every = cfg.checkpoint_every, cfg.log_every
+        seed_everything(cfg.seed)
+        self.kp_detector = build_kp_detector(self.model_config).to(self.device)
+        self.generator = build_generator(self.model_config).to(self.device)
+        self.discriminator = build_discriminator(self.model_config).to(self.device)
+        if checkpoint is not None:
+            self._load_official(checkpoint)
+        betas = (0.5, 0.999)     # official train.py
+        base = cfg.lr_generator or 1.0
+        self.optimizers = {
+            name: torch.optim.Adam([{"params": module.parameters(), "lr_mult": lr / base}], lr=lr, betas=betas)
+            for name, module, lr in (("generator", self.generator, cfg.lr_generator),
+                                     ("kp_detector", self.kp_detector, cfg.lr_kp_detector),
+                                     ("discriminator", self.discriminator, cfg.lr_discriminator))}
+        self.schedule = LRSchedule(base)
+        self.data = VideoPairs(videos, cfg.frame_size, cfg.cache_videos)
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        # the discriminator's scales as its ModuleDict spells them ("1", "0-5"), so the pyramid keys agree
+        disc_scales = [int(v) if v.is_integer() else v
+                       for v in (float(k.replace("-", ".")) for k in self.discriminator.discs)]
+        self.pyramid = ImagePyramid(sorted({*cfg.scales, *disc_scales}, reverse=True),
+                                    self.model_config.common_params.num_channels).to(self.device)
+        self.vgg = load_vgg19() if sum(cfg.loss_weights.perceptual) else None
+        self._events: dict[str, Any] = {}
+        if self.vgg is not None:
+            self.vgg = self.vgg.to(self.device)
+        elif sum(cfg.loss_weights.perceptual):
+            self._events = {"event": "no_vgg19", "message": "VGG19 weights missing: L1 pyramid replaces the "
+                                                            "perceptual loss"}
+        self.resume()
+
+    # --- Trainer hooks -------------------------------------------------------------------------------------
+    def model_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.state_dict(), "kp_detector": self.kp_detector.state_dict(),
+                "discriminator": self.discriminator.state_dict(), "rng": self.rng.get_state()}
+
+    def load_model_state(self, state: dict[str, Any]) -> None:
+        for name in ("generator", "kp_detector", "discriminator"):
+            getattr(self, name).load_state_dict(state[name])
+        self.rng.set_state(state["rng"])
+
+    def monitored_loss(self, record: dict) -> float:
+        return record["loss_generator_total"]
+
+    def pop_events(self) -> dict:
+        events, self._events = self._events, {}
+        return events
+
+    # --- one step ------------------------------------------------------------------------------------------
+    def train_step(self, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        source, driving = self.data.batch(cfg.batch_size, self.rng, cfg.horizontal_flip, cfg.time_flip)
+        source, driving = source.to(self.device), driving.to(self.device)
+        for module in (self.kp_detector, self.generator, self.discriminator):
+            module.train()
+        losses, generated, real = self.generator_losses(source, driving)
+        total = sum(losses.values())
+        for name in ("generator", "kp_detector"):
+            self.optimizers[name].zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizers["generator"].step()
+        self.optimizers["kp_detector"].step()
+        out = {k: float(v.detach()) for k, v in losses.items()}
+        out["loss_generator_total"] = float(total.detach())
+        if cfg.loss_weights.generator_gan:     # official: the discriminator trains only beside a generator GAN loss
+            out["loss_disc_gan"] = self._discriminator_step(real, generated["prediction"].detach(),
+                                                            generated["kp_driving"])
+        return out
+
+    def generator_losses(self, source: torch.Tensor, driving: torch.Tensor
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor]]:
+        """The weighted generator-side losses of one batch (official ``GeneratorFullModel``), differentiable.
+
+        Shape: source, driving (B, C, H, W) in [0, 1] → (losses, the generator's output with ``kp_source`` and
+        ``kp_driving`` added, the driving frame's image pyramid).
+        """
+        cfg, w = self.config, self.config.loss_weights
+        kp_source, kp_driving = self.kp_detector(source), self.kp_detector(driving)
+        generated = {**self.generator(source, kp_driving=kp_driving, kp_source=kp_source),
+                     "kp_source": kp_source, "kp_driving": kp_driving}
+        real, fake = self.pyramid(driving), self.pyramid(generated["prediction"])
+        losses: dict[str, torch.Tensor] = {}
+        if sum(w.perceptual):
+            if self.vgg is not None:
+                losses["loss_perceptual"] = perceptual_pyramid_loss(self.vgg, fake, real, cfg.scales, w.perceptual)
+            else:
+                losses["loss_l1_pyramid"] = l1_pyramid_loss(fake, real, cfg.scales, sum(w.perceptual))
+        if w.generator_gan:
+            kp = {k: v.detach() for k, v in kp_driving.items()}
+            maps_fake, maps_real = self.discriminator(fake, kp=kp), self.discriminator(real, kp=kp)
+            keys = [k.replace("-", ".") for k in self.discriminator.discs]
+            losses["loss_gen_gan"] = sum(w.generator_gan * ((1 - maps_fake["prediction_map_" + s]) ** 2).mean()
+                                         for s in keys)
+            if sum(w.feature_matching):
+                losses["loss_feature_matching"] = sum(
+                    weight * (a - b).abs().mean() for s in keys
+                    for weight, a, b in zip(w.feature_matching, maps_real["feature_maps_" + s],
+                                            maps_fake["feature_maps_" + s]) if weight)
+        if w.equivariance_value or w.equivariance_jacobian:
+            losses.update(self._equivariance_losses(driving, kp_driving))
+        return losses, generated, real
+
+    def _equivariance_losses(self, driving: torch.Tensor, kp_driving: KP) -> dict[str, torch.Tensor]:
+        w = self.config.loss_weights
+        transform = RandomTPS(driving.shape[0], self.config.transform_params, self.rng, self.device)
+        transformed_kp = self.kp_detector(transform.transform_frame(driving, self.model_config.align_corners))
+        out = {}
+        if w.equivariance_value:
+            warped = transform.warp_coordinates(transformed_kp["value"])
+            out["loss_equivariance_value"] = w.equivariance_value * (kp_driving["value"] - warped).abs().mean()
+        if w.equivariance_jacobian and "jacobian" in kp_driving:
+            jacobian = transform.jacobian(transformed_kp["value"]) @ transformed_kp["jacobian"]
+            product = torch.inverse(kp_driving["jacobian"]) @ jacobian
+            eye = torch.eye(2, device=product.device, dtype=product.dtype).view(1, 1, 2, 2)
+            out["loss_equivariance_jacobian"] = w.equivariance_jacobian * (eye - product).abs().mean()
+        return out
+
+    def _discriminator_step(self, real: dict[str, torch.Tensor], prediction: torch.Tensor, kp_driving: KP) -> float:
+        opt = self.optimizers["discriminator"]
+        opt.zero_grad(set_to_none=True)
+        loss = self.discriminator_loss(real, prediction, kp_driving)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def discriminator_loss(self, real: dict[str, torch.Tensor], prediction: torch.Tensor,
+                           kp_driving: KP) -> torch.Tensor:
+        """Least-squares discriminator loss (official ``DiscriminatorFullModel``); inputs are detached here.
+
+        Shape: real, the driving frame's pyramid; prediction (B, C, H, W); kp_driving as the key point detector's.
+        """
+        w = self.config.loss_weights
+        kp = {k: v.detach() for k, v in kp_driving.items()}
+        maps_fake = self.discriminator(self.pyramid(prediction.detach()), kp=kp)
+        maps_real = self.discriminator({k: v.detach() for k, v in real.items()}, kp=kp)
+        return sum(w.discriminator_gan * ((1 - maps_real["prediction_map_" + s]) ** 2
+                                          + maps_fake["prediction_map_" + s] ** 2).mean()
+                   for s in (k.replace("-", ".") for k in self.discriminator.discs))
+
+    # --- official checkpoints ------------------------------------------------------------------------------
+    @property
+    def iterations_per_epoch(self) -> int:
+        """An official epoch: ``num_repeats`` passes over the videos in batches (the last partial one dropped)."""
+        return max(1, self.config.num_repeats * len(self.data) // self.config.batch_size)
+
+    def save_official(self, path: str | os.PathLike, epoch: int | None = None) -> Path:
+        """Write the official checkpoint layout (``logger.Logger.save_cpk``), atomically.
+
+        Keys: ``generator``, ``kp_detector``, ``discriminator``, ``optimizer_generator``,
+        ``optimizer_kp_detector``, ``optimizer_discriminator`` and ``epoch`` (0-based index of the last finished
+        official epoch; by default from ``iteration`` and ``iterations_per_epoch``, at least 0).
+        """
+        if epoch is None:
+            epoch = max(0, self.iteration // self.iterations_per_epoch - 1)
+        data: dict[str, Any] = {"generator": self.generator.state_dict(), "kp_detector": self.kp_detector.state_dict(),
+                                "discriminator": self.discriminator.state_dict()}
+        for name, opt in self.optimizers.items():
+            state = opt.state_dict()
+            # lr_mult is our loop's; the official optimiser groups do not have it
+            state["param_groups"] = [{k: v for k, v in g.items() if k != "lr_mult"} for g in state["param_groups"]]
+            data["optimizer_" + name] = state
+        data["epoch"] = int(epoch)
+        return atomic_torch_save(data, path)
+
+    def _load_official(self, checkpoint: str | os.PathLike | Mapping) -> None:
+        """Start from an official checkpoint: generator and key point detector strictly, the discriminator if
+        it fits (the released files were written by torch 1.0, whose spectral-norm entries may differ)."""
+        what = "checkpoint"
+        if isinstance(checkpoint, Mapping):
+            data = checkpoint
+        else:
+            from facesynth.safe_load import load_torch
+            from facesynth.weights import resolve
+            what = str(checkpoint)
+            data = load_torch(resolve(checkpoint), map_location="cpu")
+        for name in ("generator", "kp_detector"):
+            if name not in data:
+                raise CheckpointError(f"{what}: no {name} entry; is it a First Order Motion Model checkpoint?")
+            load_checked(getattr(self, name), data[name], f"{what} [{name}]")
+        if "discriminator" in data:
+            try:
+                load_checked(self.discriminator, data["discriminator"], f"{what} [discriminator]")
+            except CheckpointError as e:
+                warnings.warn(f"{e}; the discriminator starts from random weights", stacklevel=3)
+
+
+# --- losses ----------------------------------------------------------------------------------------------------
+
+def perceptual_pyramid_loss(vgg: "VGG19Features", fake: dict[str, torch.Tensor], real: dict[str, torch.Tensor],
+                            scales: Sequence[float], weights: Sequence[float]) -> torch.Tensor:
+    """Σ over scales and VGG19 slices of weight · mean |features(fake) − features(real)| (real detached)."""
+    total = fake[_key(scales[0])].new_zeros(())
+    for s in scales:
+        x, y = vgg(fake[_key(s)]), vgg(real[_key(s)])
+        for weight, a, b in zip(weights, x, y):
+            if weight:
+                total = total + weight * (a - b.detach()).abs().mean()
+    return total
+
+
+def l1_pyramid_loss(fake: dict[str, torch.Tensor], real: dict[str, torch.Tensor], scales: Sequence[float],
+                    weight: float) -> torch.Tensor:
+    """The perceptual pyramid without VGG19: Σ over scales of weight · mean |fake − real| on the pixels."""
+    return sum(weight * (fake[_key(s)] - real[_key(s)].detach()).abs().mean() for s in scales)
+
+
+def _key(scale: float) -> str:
+    return "prediction_" + str(scale)
+
+
+class ImagePyramid(nn.Module):
+    """Anti-aliased downsampled copies of an image (official ``ImagePyramide``); scale 1 is the image itself.
+
+    Shape: (B, C, H, W) → {"prediction_<scale>": (B, C, ceil(H·scale), ceil(W·scale))}, keyed by ``str(scale)``
+    as the official code and MultiScaleDiscriminator expect ("prediction_1", "prediction_0.5").
+    """
+
+    def __init__(self, scales: Sequence[float], num_channels: int = 3):
+        super().__init__()
+        self.scales = list(scales)
+        self.downs = nn.ModuleDict({str(s).replace(".", "-"): AntiAliasDownsample(num_channels, s)
+                                    for s in self.scales if s != 1})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {_key(s): x if s == 1 else self.downs[str(s).replace(".", "-")](x) for s in self.scales}
+
+
+class RandomTPS:
+    """A random affine + thin-plate-spline warp of [-1, 1]² per batch element (official ``Transform``).
+
+    ``warp(z) = A·z + b + Σ_i w_i · r_i² · log(r_i + 1e-6)``, where r_i = |z − c_i|₁ (the official code uses the
+    L1 distance to the control points c_i, a 5 x 5 grid), A, b = identity + N(0, sigma_affine²), w_i ~ N(0,
+    sigma_tps²).
+    """
+
+    def __init__(self, batch: int, params: TransformParams, generator: torch.Generator,
+                 device: torch.device | str = "cpu"):
+        noise = torch.randn(batch, 2, 3, generator=generator) * params.sigma_affine
+        self.theta = (noise + torch.eye(2, 3).view(1, 2, 3)).to(device)
+        n = params.points_tps
+        self.control_points = coordinate_grid(n, n).view(1, 1, n * n, 2).to(device)
+        self.control_params = (torch.randn(batch, 1, n * n, generator=generator) * params.sigma_tps).to(device)
+        self.batch = batch
+
+    def warp_coordinates(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """Shape: (B or 1, N, 2) → (B, N, 2)."""
+        theta = self.theta.to(coordinates.dtype).unsqueeze(1)
+        out = (theta[..., :2] @ coordinates.unsqueeze(-1)).squeeze(-1) + theta[..., 2]
+        r = (coordinates.unsqueeze(2) - self.control_points.to(coordinates.dtype)).abs().sum(-1)
+        bend = (r ** 2 * torch.log(r + 1e-6) * self.control_params.to(coordinates.dtype)).sum(dim=2)
+        return out + bend.view(self.batch, coordinates.shape[1], 1)
+
+    def transform_frame(self, frame: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+        """The frame resampled at the warped pixel grid, reflection padding. Shape: (B, C, H, W) → same."""
+        b, _, h, w = frame.shape
+        grid = coordinate_grid(h, w, frame.dtype, frame.device).view(1, h * w, 2)
+        grid = self.warp_coordinates(grid).view(b, h, w, 2)
+        return F.grid_sample(frame, grid, padding_mode="reflection", align_corners=align_corners)
+
+    def jacobian(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """d warp / d z at each point, rows (x, y), differentiable. Shape: (B, K, 2) → (B, K, 2, 2)."""
+        warped = self.warp_coordinates(coordinates)
+        rows = [torch.autograd.grad(warped[..., i].sum(), coordinates, create_graph=True)[0] for i in range(2)]
+        return torch.stack(rows, dim=-2)
+
+
+# --- VGG19 -----------------------------------------------------------------------------------------------------
+
+class VGG19Features(nn.Module):
+    """Frozen VGG19 feature slices ending at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (official ``Vgg19``).
+
+    Shape: (B, 3, H, W) in [0, 1] → 5 feature maps; ImageNet mean/std normalisation inside.
+    """
+
+    def __init__(self, features: nn.Sequential):
+        super().__init__()
+        bounds = (0, 2, 7, 12, 21, 30)
+        self.slices = nn.ModuleList(nn.Sequential(*features[a:b]) for a, b in zip(bounds, bounds[1:]))
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VGG19Features":
+        return super().train(False)     # frozen: no dropout/batch norm inside, but stay in eval regardless
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out, h = [], (x - self.mean) / self.std
+        for block in self.slices:
+            h = block(h)
+            out.append(h)
+        return out
+
+
+def load_vgg19(path: str | os.PathLike | None = None) -> VGG19Features | None:
+    """ImageNet VGG19 features from torchvision's cache, or None (with a MissingVGGWarning) when absent."""
+    from torchvision.models import vgg19
+
+    if path is None:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
+    path = Path(path)
+    if not path.is_file():
+        warnings.warn(f"VGG19 weights not found at {path}: training WITHOUT the perceptual loss, using an L1 "
+                      f"pyramid on the pixels instead (weaker). Put torchvision's {VGG19_FILE} there to train "
+                      f"with the official perceptual loss.", MissingVGGWarning, stacklevel=3)
+        return None
+    from facesynth.safe_load import load_torch
+
+    net = vgg19(weights=None)
+    net.load_state_dict(load_torch(path, map_location="cpu"))
+    return VGG19Features(net.features)
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+
+class VideoPairs:
+    """Random (source, driving) frame pairs of short videos, frames resized to ``size`` x ``size``.
+
+    Videos are decoded on first use and kept as uint8 tensors in a least-recently-used cache of ``cache``
+    videos. Each pair comes from one video chosen uniformly: two sorted random frame indices (with
+    replacement), as the official training dataset.
+    """
+
+    def __init__(self, videos: Sequence[str | os.PathLike | torch.Tensor], size: int, cache: int = 8):
+        self.videos = list(videos)
+        self.size = size
+        self.cache_size = max(1, cache)
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def frames(self, index: int) -> torch.Tensor:
+        """Video ``index`` as uint8 (T, 3, size, size)."""
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        video = self.videos[index]
+        if isinstance(video, torch.Tensor):
+            if video.dim() != 4:
+                raise ValueError(f"a video tensor must be (T, C, H, W) in [0, 1], got {tuple(video.shape)}")
+            clip = resize_frames(video.float(), self.size).clamp(0, 1)
+        else:
+            clip = torch.cat(list(iter_video_frames(video, self.size, 32)))
+        clip = clip.mul(255).round_().to(torch.uint8)
+        self._cache[index] = clip
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return clip
+
+    def batch(self, n: int, generator: torch.Generator, horizontal_flip: bool = True,
+              time_flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` pairs as float (n, 3, size, size) in [0, 1]: (source, driving)."""
+        sources, drivings = [], []
+        for _ in range(n):
+            clip = self.frames(int(torch.randint(len(self.videos), (1,), generator=generator)))
+            i, j = sorted(torch.randint(clip.shape[0], (2,), generator=generator).tolist())
+            pair = clip[[i, j]]
+            if time_flip and torch.rand((), generator=generator) < 0.5:
+                pair = pair.flip(0)
+            if horizontal_flip and torch.rand((), generator=generator) < 0.5:
+                pair = pair.flip(-1)
+            sources.append(pair[0])
+            drivings.append(pair[1])
+        return torch.stack(sources).float().div_(255), torch.stack(drivings).float().div_(255)

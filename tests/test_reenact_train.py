@@ -1,0 +1,145 @@
+"""FOMMTrainer: the official self-supervised FOMM objective on the sample talking head, with the small config."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facesynth.reenact import load_fomm
+from facesynth.reenact.evaluate import resize_frames
+from facesynth.reenact.train import (FOMMTrainConfig, FOMMTrainer, LossWeights, MissingVGGWarning, RandomTPS,
+                                     TransformParams, VGG19Features)
+from facesynth.training import read_log
+
+DATA = Path(__file__).parent / "data" / "fomm"
+SMALL = DATA / "small.yaml"
+
+
+def make_trainer(workdir, video, **overrides) -> FOMMTrainer:
+    settings = dict(frame_size=128, batch_size=2, checkpoint_every=10, seed=0)
+    settings.update(overrides)
+    with pytest.warns(MissingVGGWarning):      # tests run with an empty TORCH_HOME
+        return FOMMTrainer(SMALL, [video], workdir, device="cpu", **settings)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> torch.Tensor:
+    """Eight frames of the sample talking head (one clip, so the model can fit it quickly)."""
+    from facesynth.media import iter_frames, to_tensor
+    from facesynth.samples import ensure_samples
+
+    video = ensure_samples(tmp_path_factory.mktemp("samples")).talking_head
+    return to_tensor([f for i, f in iter_frames(video) if i % 15 == 0])
+
+
+def test_without_vgg_weights_a_warning_is_given_and_the_l1_pyramid_trains(tmp_path, samples):
+    trainer = make_trainer(tmp_path / "run", samples.talking_head)
+    assert trainer.vgg is None
+    trainer.train(2, progress=False)
+    log = read_log(tmp_path / "run")
+    assert [r["iteration"] for r in log] == [1, 2]
+    assert log[0]["event"] == "no_vgg19" and "L1 pyramid" in log[0]["message"]
+    assert "loss_l1_pyramid" in log[0] and "loss_perceptual" not in log[0]
+    assert all(np.isfinite(r["loss_generator_total"]) for r in log)
+
+
+def test_loss_goes_down_on_a_single_clip(tmp_path, clip):
+    trainer = make_trainer(tmp_path / "run", clip, batch_size=4, checkpoint_every=1000)
+    trainer.train(20, progress=False)
+    total = [r["loss_generator_total"] for r in read_log(tmp_path / "run")]
+    assert len(total) == 20 and np.isfinite(total).all()
+    first, last = np.mean(total[:5]), np.mean(total[-5:])
+    assert last < 0.8 * first, f"first five {first:.3f}, last five {last:.3f}"
+
+
+def test_resume_continues_at_the_saved_iteration(tmp_path, clip):
+    make_trainer(tmp_path / "run", clip, checkpoint_every=3).train(4, progress=False)
+    # iteration 4 is the target, so it is checkpointed too; a new trainer on the workdir resumes there
+    resumed = make_trainer(tmp_path / "run", clip, checkpoint_every=3)
+    assert resumed.iteration == 4
+    resumed.train(6, progress=False)
+    assert [r["iteration"] for r in read_log(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
+
+    straight = make_trainer(tmp_path / "straight", clip, checkpoint_every=3)
+    straight.train(6, progress=False)
+    for a, b in zip(resumed.generator.state_dict().values(), straight.generator.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_official_checkpoint_loads_strictly_with_load_fomm(tmp_path, clip):
+    weights = dataclasses.replace(LossWeights(), generator_gan=1.0)     # vox-adv: the discriminator trains too
+    trainer = make_trainer(tmp_path / "run", clip, loss_weights=weights)
+    trainer.train(2, progress=False)
+    assert {"loss_gen_gan", "loss_feature_matching", "loss_disc_gan"} <= set(read_log(tmp_path / "run")[-1])
+    path = trainer.save_official(tmp_path / "00000000-checkpoint.pth.tar")
+    data = torch.load(path, weights_only=True)
+    assert set(data) == {"generator", "kp_detector", "discriminator", "optimizer_generator",
+                         "optimizer_kp_detector", "optimizer_discriminator", "epoch"}
+    assert data["epoch"] == 0
+    assert all("lr_mult" not in g for g in data["optimizer_generator"]["param_groups"])
+    model = load_fomm(path, config=SMALL, device="cpu", discriminator=True)
+    frames = resize_frames(clip[:2], 128)
+    trainer.kp_detector.eval()
+    ours = trainer.kp_detector(frames)
+    torch.testing.assert_close(model.keypoints(frames)["value"], ours["value"].detach(), rtol=0, atol=0)
+
+
+def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path, clip):
+    official = torch.load(DATA / "small-cpk.pt", weights_only=True)
+    trainer = make_trainer(tmp_path / "run", clip, checkpoint=DATA / "small-cpk.pt")
+    for name in ("generator", "kp_detector", "discriminator"):
+        for key, value in getattr(trainer, name).state_dict().items():
+            torch.testing.assert_close(value, official[name][key], rtol=0, atol=0)
+    trainer.train(1, progress=False)
+    assert trainer.iteration == 1
+
+
+def test_perceptual_loss_uses_the_vgg_features_when_present(tmp_path, clip, monkeypatch):
+    from torchvision.models import vgg19
+
+    torch.manual_seed(0)
+    monkeypatch.setattr("facesynth.reenact.train.load_vgg19", lambda: VGG19Features(vgg19(weights=None).features))
+    trainer = FOMMTrainer(SMALL, [clip], tmp_path / "run", device="cpu", frame_size=128, batch_size=2,
+                          scales=(1, 0.5))
+    trainer.train(1, progress=False)
+    record = read_log(tmp_path / "run")[0]
+    assert "loss_perceptual" in record and "event" not in record and np.isfinite(record["loss_perceptual"])
+
+
+def test_random_tps_jacobian_equals_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    tps = RandomTPS(2, TransformParams(sigma_affine=0.1, sigma_tps=0.05), g)
+    z = (torch.rand(2, 5, 2, dtype=torch.float64, generator=g) * 1.6 - 0.8).requires_grad_(True)
+    tps.theta, tps.control_params = tps.theta.double(), tps.control_params.double()
+    jacobian = tps.jacobian(z).detach()
+    eps = 1e-6
+    for axis in range(2):
+        step = torch.zeros_like(z)
+        step[..., axis] = eps
+        numeric = (tps.warp_coordinates(z + step) - tps.warp_coordinates(z - step)).detach() / (2 * eps)
+        torch.testing.assert_close(jacobian[..., :, axis], numeric, rtol=0, atol=1e-6)
+
+
+def test_identity_transform_keeps_the_frame():
+    tps = RandomTPS(1, TransformParams(sigma_affine=0.0, sigma_tps=0.0), torch.Generator().manual_seed(0))
+    frame = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(tps.transform_frame(frame, align_corners=True), frame, rtol=0, atol=1e-5)
+
+
+def test_train_config_reads_the_official_yaml_values(tmp_path):
+    import yaml
+
+    (tmp_path / "adv.yaml").write_text(yaml.safe_dump({
+        "dataset_params": {"frame_shape": [256, 256, 3],
+                           "augmentation_params": {"flip_param": {"horizontal_flip": True, "time_flip": False}}},
+        "train_params": {"batch_size": 36, "scales": [1, 0.5], "epoch_milestones": [],
+                         "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+                         "loss_weights": {"generator_gan": 1, "discriminator_gan": 1,
+                                          "feature_matching": [10, 10, 10, 10], "perceptual": [10, 10, 10, 10, 10],
+                                          "equivariance_value": 10, "equivariance_jacobian": 10}}}))
+    cfg = FOMMTrainConfig.from_yaml(tmp_path / "adv.yaml", batch_size=8)
+    assert (cfg.batch_size, cfg.scales, cfg.frame_size, cfg.time_flip) == (8, (1, 0.5), 256, False)
+    assert cfg.loss_weights.generator_gan == 1 and cfg.loss_weights.feature_matching == (10, 10, 10, 10)
