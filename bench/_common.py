@@ -45,3 +45,17 @@ def run_child(script: str, spec: dict, tmp: Path, name: str, log: Callable[[str]
     rec["child_wall_s"] = wall
     shutil.rmtree(work, ignore_errors=True)
     return rec
+
+
+def write_result(result: dict, started: float, out: Path, log: Callable[[str], None]) -> None:
+    """Stamp the run time and the load average (other work skews timings), print the JSON and write it to ``out``."""
+    import os
+
+    result["total_seconds"] = round(time.perf_counter() - started, 1)
+    if hasattr(os, "getloadavg"):
+        result.setdefault("machine", {})["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    text = json.dumps(result, indent=2)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    log(f"wrote {out} in {result['total_seconds']} s")

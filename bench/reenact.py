@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from _common import current_rss_mib as _current_rss_mib, peak_rss_mib as _peak_rss_mib, run_child as _run_child  # noqa: E402
+from _common import current_rss_mib as _current_rss_mib, peak_rss_mib as _peak_rss_mib, run_child as _run_child, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "reenact.json"
@@ -435,15 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         result["summary"] = summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result["total_seconds"] = round(time.perf_counter() - started, 1)
-    if hasattr(os, "getloadavg"):
-        result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-
-    text = json.dumps(result, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    log(f"wrote {args.out} in {result['total_seconds']} s")
+    write_result(result, started, args.out, log)
     return 1 if failed else 0
 
 
