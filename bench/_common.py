@@ -59,3 +59,12 @@ def write_result(result: dict, started: float, out: Path, log: Callable[[str], N
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     log(f"wrote {out} in {result['total_seconds']} s")
+
+
+def git_commit(folder: Path) -> str | None:
+    """The short commit the benchmark ran at, so results can be matched to code (None outside a checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from _common import current_rss_mib as _current_rss_mib, peak_rss_mib as _peak_rss_mib, run_child as _run_child, write_result  # noqa: E402
+from _common import current_rss_mib as _current_rss_mib, peak_rss_mib as _peak_rss_mib, run_child as _run_child, git_commit, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "extract.json"
@@ -184,11 +184,7 @@ def machine_info() -> dict:
         info["dlib"] = None
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                                            text=True, check=True).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        info["git_commit"] = None
+    info["git_commit"] = git_commit(HERE)
     return info
 
 
