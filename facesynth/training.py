@@ -94,8 +94,9 @@ class Callback:
 
 @dataclass
 class LRSchedule:
-    """Learning rate per iteration: linear warm-up, then ``constant``, ``cosine`` (to ``min_lr`` at ``total``) or
-    ``step`` (× ``gamma`` every ``step_size``). ``scale`` multiplies everything (the NaN guard lowers it)."""
+    """Learning rate per iteration: linear warm-up, then ``constant``, ``cosine`` (to ``min_lr`` at ``total``),
+    ``step`` (× ``gamma`` every ``step_size``) or ``multistep`` (× ``gamma`` at each of ``milestones``, as
+    torch's MultiStepLR). ``scale`` multiplies everything (the NaN guard lowers it)."""
     base_lr: float
     schedule: str = "constant"
     warmup: int = 0
@@ -104,10 +105,11 @@ class LRSchedule:
     step_size: int = 100_000
     gamma: float = 0.5
     scale: float = 1.0
+    milestones: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.schedule not in ("constant", "cosine", "step"):
-            raise ConfigError(f"lr schedule must be constant, cosine or step, got {self.schedule!r}")
+        if self.schedule not in ("constant", "cosine", "step", "multistep"):
+            raise ConfigError(f"lr schedule must be constant, cosine, step or multistep, got {self.schedule!r}")
 
     def __call__(self, iteration: int) -> float:
         lr = self.base_lr
@@ -116,6 +118,8 @@ class LRSchedule:
             lr = self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
         elif self.schedule == "step":
             lr = self.base_lr * self.gamma ** (max(0, iteration - self.warmup) // self.step_size)
+        elif self.schedule == "multistep":
+            lr = self.base_lr * self.gamma ** sum(iteration >= m for m in self.milestones)
         if self.warmup and iteration < self.warmup:
             lr *= (iteration + 1) / self.warmup
         return lr * self.scale

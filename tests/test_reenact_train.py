@@ -10,7 +10,7 @@ import torch
 
 from facesynth.reenact import load_fomm
 from facesynth.reenact.evaluate import resize_frames
-from facesynth.reenact.train import (FOMMTrainConfig, FOMMTrainer, LossWeights, MissingVGGWarning, RandomTPS,
+from facesynth.reenact.train import (ColorJitter, FOMMTrainConfig, FOMMTrainer, LossWeights, MissingVGGWarning, RandomTPS,
                                      TransformParams, VGG19Features)
 from facesynth.training import read_log
 
@@ -134,12 +134,43 @@ def test_train_config_reads_the_official_yaml_values(tmp_path):
 
     (tmp_path / "adv.yaml").write_text(yaml.safe_dump({
         "dataset_params": {"frame_shape": [256, 256, 3],
-                           "augmentation_params": {"flip_param": {"horizontal_flip": True, "time_flip": False}}},
-        "train_params": {"batch_size": 36, "scales": [1, 0.5], "epoch_milestones": [],
+                           "augmentation_params": {"flip_param": {"horizontal_flip": True, "time_flip": False},
+                                                   "jitter_param": {"brightness": 0.2, "hue": 0.05}}},
+        "train_params": {"batch_size": 36, "scales": [1, 0.5], "epoch_milestones": [40],
                          "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
                          "loss_weights": {"generator_gan": 1, "discriminator_gan": 1,
                                           "feature_matching": [10, 10, 10, 10], "perceptual": [10, 10, 10, 10, 10],
                                           "equivariance_value": 10, "equivariance_jacobian": 10}}}))
     cfg = FOMMTrainConfig.from_yaml(tmp_path / "adv.yaml", batch_size=8)
     assert (cfg.batch_size, cfg.scales, cfg.frame_size, cfg.time_flip) == (8, (1, 0.5), 256, False)
+    assert cfg.epoch_milestones == (40,) and cfg.jitter == ColorJitter(brightness=0.2, hue=0.05)
     assert cfg.loss_weights.generator_gan == 1 and cfg.loss_weights.feature_matching == (10, 10, 10, 10)
+
+
+def test_learning_rates_drop_tenfold_at_the_official_epoch_milestones(tmp_path, clip):
+    # one clip, num_repeats 4, batch 2: an official epoch is 2 iterations; milestones after epochs 1 and 2
+    trainer = make_trainer(tmp_path / "run", clip, num_repeats=4, epoch_milestones=(1, 2), checkpoint_every=100)
+    assert trainer.iterations_per_epoch == 2
+    trainer.train(6, progress=False)
+    lrs = [r["lr"] for r in read_log(tmp_path / "run")]
+    np.testing.assert_allclose(lrs, [2e-4, 2e-4, 2e-5, 2e-5, 2e-6, 2e-6], rtol=1e-9)
+    assert trainer.optimizers["kp_detector"].param_groups[0]["lr"] == pytest.approx(2e-6)
+
+
+def test_colour_jitter_changes_both_frames_of_a_pair_alike():
+    frame = (torch.rand(1, 3, 32, 32) * 255).to(torch.uint8)
+    pair = frame.repeat(2, 1, 1, 1)
+    jitter = ColorJitter(0.1, 0.1, 0.1, 0.1)
+    out = jitter(pair, torch.Generator().manual_seed(3))
+    assert out.dtype == torch.uint8 and out.shape == pair.shape
+    assert torch.equal(out[0], out[1])                       # one draw per clip
+    assert (out.float() - pair.float()).abs().mean() > 0.5   # and it did change the colours
+    again = jitter(pair, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)
+
+
+def test_brightness_jitter_stays_within_its_range():
+    frames = torch.full((2, 3, 8, 8), 0.5)
+    factors = [float(ColorJitter(brightness=0.1)(frames, torch.Generator().manual_seed(s)).mean() / 0.5)
+               for s in range(40)]
+    assert 0.9 <= min(factors) < 0.95 and 1.05 < max(factors) <= 1.1

@@ -156,4 +156,16 @@ BUILTIN_CONFIGS: dict[str, dict[str, Any]] = {
                                                        "num_blocks": 4, "sn": True}},
     "vox-adv-256": {**_VOX_MODEL, "discriminator_params": {"scales": [1], "block_expansion": 32,
                                                            "max_features": 512, "num_blocks": 4, "use_kp": True}},
+    # facesynth's own, not an official file: every structural feature of vox-256 (jacobians, occlusion map,
+    # 5-block hourglasses, 2 down and 6 bottleneck blocks, spectral-norm discriminator) at 64x64 with few
+    # channels, so that a self-supervised training of a few minutes runs on a CPU (the notebooks' QUICK mode)
+    "quick-64": {"common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True},
+                 "kp_detector_params": {"temperature": 0.1, "block_expansion": 8, "max_features": 64,
+                                        "scale_factor": 0.5, "num_blocks": 5},
+                 "generator_params": {"block_expansion": 16, "max_features": 64, "num_down_blocks": 2,
+                                      "num_bottleneck_blocks": 6, "estimate_occlusion_map": True,
+                                      "dense_motion_params": {"block_expansion": 8, "max_features": 64,
+                                                              "num_blocks": 5, "scale_factor": 0.5}},
+                 "discriminator_params": {"scales": [1], "block_expansion": 8, "max_features": 64,
+                                          "num_blocks": 4, "sn": True}},
 }

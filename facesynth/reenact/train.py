@@ -1,7 +1,8 @@
 """``FOMMTrainer``: the official self-supervised FOMM objective, for training or fine-tuning on short videos.
 
 Every step draws pairs of frames of one video (source and driving, as the official ``FramesDataset``: two
-sorted random indices, with a random horizontal flip and time flip), reconstructs the driving frame from the
+sorted random indices, with a random horizontal flip, time flip and colour jitter shared by both frames),
+reconstructs the driving frame from the
 source by the motion between their key points, and minimises the official losses (``modules/model.py`` and
 ``train.py`` of AliaksandrSiarohin/first-order-model):
 
@@ -14,8 +15,8 @@ source by the motion between their key points, and minimises the official losses
 - optional GAN (``generator_gan`` > 0, as vox-adv-256): least-squares losses of the multi-scale discriminator,
   with feature matching, the discriminator seeing the driving key point heatmaps when ``use_kp``.
 
-The official colour jitter and its epoch-based learning-rate milestones are not reproduced: the learning rate
-here is constant (the shared ``LRSchedule`` can change that).
+The learning rates follow the official MultiStepLR: × 0.1 at each of ``epoch_milestones`` official epochs
+(``iterations_per_epoch`` iterations each).
 
 Workdir layout: ``checkpoint.pt`` (atomic, resumed by default), ``backup.pt``, ``log.jsonl``;
 ``save_official(path)`` writes the official checkpoint layout that ``load_fomm`` and the official code read.
@@ -43,7 +44,7 @@ from facesynth.reenact.model import (KP, AntiAliasDownsample, build_discriminato
                                      build_kp_detector, coordinate_grid)
 from facesynth.training import LRSchedule, Trainer, atomic_torch_save
 
-__all__ = ["FOMMTrainer", "FOMMTrainConfig", "LossWeights", "TransformParams", "RandomTPS", "ImagePyramid",
+__all__ = ["FOMMTrainer", "FOMMTrainConfig", "ColorJitter", "LossWeights", "TransformParams", "RandomTPS", "ImagePyramid",
            "VGG19Features", "load_vgg19", "VideoPairs", "MissingVGGWarning", "VGG19_FILE"]
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"     # torchvision's VGG19_Weights.IMAGENET1K_V1
@@ -71,6 +72,34 @@ class TransformParams:
 
 
 @dataclass
+class ColorJitter:
+    """The official ``jitter_param``: brightness, contrast, saturation and hue changed by random factors drawn
+    once per clip (so a source and driving pair change alike), in random order, as torchvision's ColorJitter;
+    brightness/contrast/saturation factors in [max(0, 1 - v), 1 + v], the hue shift in [-hue, hue] turns."""
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 or float (T, 3, H, W) → the same dtype, every frame changed by one draw."""
+        import torchvision.transforms.functional as TF
+
+        adjust = [(TF.adjust_brightness, self.brightness), (TF.adjust_contrast, self.contrast),
+                  (TF.adjust_saturation, self.saturation)]
+        ops = []
+        for fn, v in adjust:
+            if v:
+                ops.append((fn, float(torch.empty(()).uniform_(max(0.0, 1 - v), 1 + v, generator=generator))))
+        if self.hue:
+            ops.append((TF.adjust_hue, float(torch.empty(()).uniform_(-self.hue, self.hue, generator=generator))))
+        for i in torch.randperm(len(ops), generator=generator).tolist():
+            fn, factor = ops[i]
+            frames = fn(frames, factor)
+        return frames
+
+
+@dataclass
 class FOMMTrainConfig:
     """The official ``train_params`` (vox-256 values) plus the frame size and our loop's settings."""
     frame_size: int = 256                             # dataset_params.frame_shape
@@ -80,8 +109,10 @@ class FOMMTrainConfig:
     lr_kp_detector: float = 2e-4
     scales: tuple[float, ...] = (1, 0.5, 0.25, 0.125)   # perceptual pyramid
     num_repeats: int = 75                             # official epoch = num_repeats passes over the videos
+    epoch_milestones: tuple[int, ...] = (60, 90)      # learning rates x 0.1 at these epochs
     horizontal_flip: bool = True
     time_flip: bool = True
+    jitter: ColorJitter = field(default_factory=lambda: ColorJitter(0.1, 0.1, 0.1, 0.1))
     transform_params: TransformParams = field(default_factory=TransformParams)
     loss_weights: LossWeights = field(default_factory=LossWeights)
     seed: int = 0
@@ -102,7 +133,7 @@ class FOMMTrainConfig:
             elif key == "loss_weights":
                 value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
                 values[key] = LossWeights(**value)
-            elif key == "scales":
+            elif key in ("scales", "epoch_milestones"):
                 values[key] = tuple(value)
             elif key in names:
                 values[key] = value
@@ -110,6 +141,9 @@ class FOMMTrainConfig:
             values["frame_size"] = int(dataset["frame_shape"][0])
         flips = (dataset.get("augmentation_params") or {}).get("flip_param") or {}
         values.update({k: bool(v) for k, v in flips.items() if k in ("horizontal_flip", "time_flip")})
+        augmentation = dataset.get("augmentation_params") or {}
+        if "jitter_param" in augmentation:
+            values["jitter"] = ColorJitter(**(augmentation["jitter_param"] or {}))
         return dataclasses.replace(cls(**values), **overrides)
 
     @classmethod
@@ -164,8 +198,9 @@ class FOMMTrainer(Trainer):
             for name, module, lr in (("generator", self.generator, cfg.lr_generator),
                                      ("kp_detector", self.kp_detector, cfg.lr_kp_detector),
                                      ("discriminator", self.discriminator, cfg.lr_discriminator))}
-        self.schedule = LRSchedule(base)
         self.data = VideoPairs(videos, cfg.frame_size, cfg.cache_videos)
+        self.schedule = LRSchedule(base, "multistep", gamma=0.1,     # official train.py: MultiStepLR(gamma=0.1)
+                                   milestones=tuple(m * self.iterations_per_epoch for m in cfg.epoch_milestones))
         self.rng = torch.Generator().manual_seed(cfg.seed)
         # the discriminator's scales as its ModuleDict spells them ("1", "0-5"), so the pyramid keys agree
         disc_scales = [int(v) if v.is_integer() else v
@@ -201,7 +236,7 @@ class FOMMTrainer(Trainer):
     # --- one step ------------------------------------------------------------------------------------------
     def train_step(self, iteration: int) -> dict[str, float]:
         cfg = self.config
-        source, driving = self.data.batch(cfg.batch_size, self.rng, cfg.horizontal_flip, cfg.time_flip)
+        source, driving = self.data.batch(cfg.batch_size, self.rng, cfg.horizontal_flip, cfg.time_flip, cfg.jitter)
         source, driving = source.to(self.device), driving.to(self.device)
         for module in (self.kp_detector, self.generator, self.discriminator):
             module.train()
@@ -501,8 +536,9 @@ class VideoPairs:
         return clip
 
     def batch(self, n: int, generator: torch.Generator, horizontal_flip: bool = True,
-              time_flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` pairs as float (n, 3, size, size) in [0, 1]: (source, driving)."""
+              time_flip: bool = True, jitter: "ColorJitter | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` pairs as float (n, 3, size, size) in [0, 1]: (source, driving); ``jitter`` changes both
+        frames of a pair alike."""
         sources, drivings = [], []
         for _ in range(n):
             clip = self.frames(int(torch.randint(len(self.videos), (1,), generator=generator)))
@@ -512,6 +548,8 @@ class VideoPairs:
                 pair = pair.flip(0)
             if horizontal_flip and torch.rand((), generator=generator) < 0.5:
                 pair = pair.flip(-1)
+            if jitter is not None:
+                pair = jitter(pair, generator)
             sources.append(pair[0])
             drivings.append(pair[1])
         return torch.stack(sources).float().div_(255), torch.stack(drivings).float().div_(255)
