@@ -317,22 +317,15 @@ def _add_reenact(sub) -> None:
 
 
 def _run_reenact(args) -> int:
-    from facesynth.media import read_image, to_image
-    from facesynth.reenact import iter_animate, load_fomm
-    from facesynth.reenact.prepare import paste_back, prepare_driving, prepare_source, write_animation
+    from facesynth.reenact import load_fomm, reenact
 
     model = load_fomm(args.checkpoint, config=args.config, device=args.device)
-    source, crop = prepare_source(args.source, size=args.size, detector=args.detector)
-    clip = prepare_driving(args.driving, size=args.size, detector=args.detector)
-    batches = iter_animate(model, source, clip, relative=args.relative, adapt_movement_scale=args.adapt_scale,
-                           best_frame="find" if args.best_frame else None)
-    if args.paste_back:
-        portrait = read_image(args.source)
-        frames = (paste_back(portrait, face, crop.box) for batch in batches for face in to_image(batch.cpu()))
-    else:
-        frames = (batch.cpu() for batch in batches)
-    write_animation(frames, args.output, fps=clip.fps, audio_from=args.driving)
-    print(f"{clip.num_frames} frames → {args.output} ({'relative' if args.relative else 'absolute'} motion, "
+    result = reenact(model, args.source, args.driving, args.output, size=args.size, relative=args.relative,
+                     adapt_movement_scale=args.adapt_scale, best_frame=args.best_frame, paste=args.paste_back,
+                     detector=args.detector, keep=0)
+    clip = result.clip
+    start = "" if result.best_frame is None else f", from driving frame {result.best_frame}"
+    print(f"{result.frames} frames → {args.output} ({'relative' if args.relative else 'absolute'} motion{start}, "
           f"driving crop {clip.box}, fps {clip.fps:g}{', with audio' if clip.has_audio else ''})")
     return 0
 

@@ -53,3 +53,27 @@ def test_face_swap_notebook_trains_prunes_and_converts(tmp_path, samples):
     assert (video.width, video.height) == (176, 144) and video.frame_count == 120
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "<video" in html and "base64" in html           # the converted video is embedded
+
+
+def test_reenactment_notebook_trains_a_stand_in_and_animates_the_portrait(tmp_path, samples):
+    from facesynth.media import probe
+    from facesynth.training import read_log
+
+    out = tmp_path / "nb02"
+    nb = _run("02_face_reenactment.ipynb", tmp_path, OUT=str(out), DETECTOR="dlib", QUICK_ITERATIONS=60,
+              SOURCE=str(samples.astronaut), DRIVING=str(samples.talking_head))
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "released checkpoint: not found" in text and "not the released weights" in text   # says which it did
+    assert "webcam cell skipped" in text
+    assert read_log(out / "fomm")[-1]["iteration"] == 60
+    for png in ("fomm_loss.png", "reenactment.png"):
+        assert (out / png).stat().st_size > 10_000, png
+    crop, full = probe(out / "reenacted.mp4"), probe(out / "reenacted_full.mp4")
+    assert (crop.width, crop.height, crop.frame_count) == (64, 64, 120)
+    assert (full.width, full.height, full.frame_count) == (512, 512, 120)     # pasted into the whole portrait
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "<video" in html and "base64" in html
+    l1 = float(text.split("reconstruction L1 over 120 frames: ")[1].split()[0])
+    assert 0 < l1 < 0.2

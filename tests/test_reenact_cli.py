@@ -47,3 +47,24 @@ def test_reenact_without_weights_says_where_to_get_them(samples, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "vox-cpk.pth.tar" in lines[0] and "drive.google.com" in lines[0]
+
+
+def test_reenact_keeps_evenly_spaced_frames_that_match_the_written_video(samples, tmp_path):
+    from facesynth.reenact import load_fomm, reenact
+
+    driving = tmp_path / "driving.mp4"
+    with VideoWriter(driving, fps=25) as writer:
+        for index, frame in iter_frames(samples.talking_head):
+            if index < 20:
+                writer.write(frame)
+    model = load_fomm(FIXTURES / "small-cpk.pt", FIXTURES / "small.yaml", device="cpu")
+    result = reenact(model, samples.astronaut, driving, tmp_path / "out.mp4", size=128, detector="dlib", keep=3,
+                     best_frame=True)
+    assert result.frames == 20 and sorted(result.samples) == [0, 10, 19]
+    assert result.source.shape == (128, 128, 3) and result.source.dtype == np.uint8
+    assert isinstance(result.best_frame, int) and 0 <= result.best_frame < 20
+    written = [frame for _, frame in iter_frames(result.video)]
+    assert len(written) == 20
+    for i, (drv, res) in result.samples.items():
+        assert drv.shape == res.shape == (128, 128, 3)
+        assert np.abs(written[i].astype(int) - res).mean() < 6          # the kept frame is that frame (H.264 aside)

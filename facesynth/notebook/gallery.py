@@ -9,7 +9,7 @@ import numpy as np
 
 from facesynth.extract.faceset import Face, FaceSet
 
-__all__ = ["face_gallery"]
+__all__ = ["face_gallery", "frame_rows"]
 
 _FORMATS = {"blur": "blur {:.0f}", "yaw": "yaw {:+.0f}°", "pitch": "pitch {:+.0f}°", "roll": "roll {:+.0f}°",
             "confidence": "conf {:.2f}", "size": "{:.0f}px", "motion": "mot {:.3f}", "loss": "loss {:.4f}"}
@@ -61,6 +61,42 @@ def face_gallery(faces: FaceSet | str | os.PathLike | Iterable[Face], cols: int 
             for spine in ax.spines.values():
                 spine.set_edgecolor("red")
                 spine.set_linewidth(2.5)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def frame_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], captions: Sequence[str] = (),
+               title: str | None = None, path: str | os.PathLike | None = None, tile_inches: float = 1.8):
+    """A figure of labelled rows of uint8 ``H×W×3`` images (e.g. source | driving | result over time).
+
+    ``rows``: ``(label, images)`` pairs; a row with one image shows it in the first column only.
+    ``captions``: one per column, under the top row. Saved to ``path`` when given; returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("frame_rows needs at least one row of images")
+    cols = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(tile_inches * cols, tile_inches * len(rows) + 0.4),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                ax.imshow(images[c])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+            if r == 0 and c < len(captions):
+                ax.set_title(captions[c], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

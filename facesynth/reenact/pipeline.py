@@ -1,0 +1,99 @@
+"""``reenact``: portrait + driving video → animated video, the whole path the CLI and notebook 02 take.
+
+Crop the portrait and the driving video around the face (``prepare_source``, ``prepare_driving``), animate in
+batches (``iter_animate``), optionally paste the animated face back into the full portrait, and write an MP4
+with the driving video's sound, frame by frame: memory does not grow with the video's length. A few evenly
+spaced (driving, result) frame pairs are kept for galleries.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from facesynth.errors import ConfigError
+from facesynth.media import read_image, to_image
+from facesynth.reenact.animate import find_best_frame, iter_animate
+from facesynth.reenact.checkpoint import FOMM
+from facesynth.reenact.prepare import DrivingClip, FaceCrop, paste_back, prepare_driving, prepare_source, \
+    write_animation
+
+__all__ = ["reenact", "Reenactment"]
+
+
+@dataclass
+class Reenactment:
+    """What ``reenact`` wrote and a few frames of it.
+
+    ``source``: the model's input, uint8 ``S×S×3``; ``samples``: ``{frame index: (driving crop, result)}``, uint8
+    ``S×S×3`` each (the result is the model's output, before any paste-back).
+    """
+    video: Path
+    source: np.ndarray
+    crop: FaceCrop
+    clip: DrivingClip
+    frames: int
+    best_frame: int | None
+    samples: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+
+def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | os.PathLike | DrivingClip,
+            out_path: str | os.PathLike, size: int = 256, relative: bool = True, adapt_movement_scale: bool = True,
+            best_frame: bool = False, paste: bool = False, detector: str = "auto", keep: int = 6,
+            batch_size: int | None = None) -> Reenactment:
+    """Animate the face of ``source`` with the motion of ``driving`` and write the result to ``out_path``.
+
+    Args:
+        model: a loaded FOMM (``load_fomm``).
+        source: a portrait file, or uint8 ``H×W×3`` RGB pixels.
+        driving: a video file, or a ``DrivingClip`` already prepared at ``size``.
+        size: the side the model runs at (256 for the released vox weights).
+        relative, adapt_movement_scale: the official ``--relative`` / ``--adapt_scale``.
+        best_frame: start from the driving frame whose pose is closest to the portrait's (official
+            ``--find_best_frame``).
+        paste: write the full portrait with the animated face pasted back, instead of the square crop.
+        keep: how many evenly spaced frames to keep in ``Reenactment.samples``.
+
+    Raises:
+        NoFaceError: no face in the portrait or the driving video. MediaError: unreadable input.
+    """
+    if keep < 0:
+        raise ConfigError(f"keep must be >= 0, got {keep}")
+    src, crop = prepare_source(source, size=size, detector=detector)
+    clip = driving if isinstance(driving, DrivingClip) else prepare_driving(driving, size=size, detector=detector)
+    if clip.size != size:
+        raise ConfigError(f"the driving clip was prepared at {clip.size} px but size is {size}")
+    wanted = set(np.linspace(0, clip.num_frames - 1, keep).round().astype(int).tolist()) if keep else set()
+    results: dict[int, np.ndarray] = {}
+    portrait = None
+    if paste:
+        portrait = source if isinstance(source, np.ndarray) else read_image(source)
+    initial = find_best_frame(src, clip, detector=detector) if best_frame else None
+    state = {"frames": 0}
+
+    def frames() -> Iterator[np.ndarray]:
+        for batch in iter_animate(model, src, clip, relative=relative, adapt_movement_scale=adapt_movement_scale,
+                                  best_frame=initial, detector=detector, batch_size=batch_size):
+            for face in to_image(batch.cpu()):
+                if state["frames"] in wanted:
+                    results[state["frames"]] = face
+                state["frames"] += 1
+                yield paste_back(portrait, face, crop.box) if paste else face
+
+    video = write_animation(frames(), out_path, fps=clip.fps, audio_from=clip.path)
+    samples = {i: (to_image(batch[i - start].unsqueeze(0))[0], results[i])
+               for start, batch in _batches_with_start(clip) for i in sorted(wanted)
+               if start <= i < start + batch.shape[0] and i in results}
+    return Reenactment(video=video, source=to_image(src)[0], crop=crop, clip=clip, frames=state["frames"],
+                       best_frame=initial, samples=samples)
+
+
+def _batches_with_start(clip: DrivingClip) -> Iterator[tuple[int, torch.Tensor]]:
+    start = 0
+    for batch in clip:
+        yield start, batch
+        start += batch.shape[0]
