@@ -313,6 +313,9 @@ def _add_reenact(sub) -> None:
     p.add_argument("--size", type=int, default=256, help="crop side the model runs at (vox: 256)")
     p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
     p.add_argument("--paste-back", action="store_true", help="paste the animated face into the full portrait")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "mixed"],
+                   help="auto: mixed on GPU, fp32 on CPU (the official numbers); mixed on a CPU runs the generator "
+                        "in bf16, about twice as fast on CPUs with bf16 instructions, ~1e-3 from fp32")
     p.add_argument("--device", default="auto")
 
 
@@ -322,7 +325,8 @@ def _run_reenact(args) -> int:
     model = load_fomm(args.checkpoint, config=args.config, device=args.device)
     result = reenact(model, args.source, args.driving, args.output, size=args.size, relative=args.relative,
                      adapt_movement_scale=args.adapt_scale, best_frame=args.best_frame, paste=args.paste_back,
-                     detector=args.detector, keep=0)
+                     detector=args.detector, keep=0,
+                     autocast={"auto": None, "fp32": False, "mixed": True}[args.precision])
     clip = result.clip
     start = "" if result.best_frame is None else f", from driving frame {result.best_frame}"
     print(f"{result.frames} frames → {args.output} ({'relative' if args.relative else 'absolute'} motion{start}, "

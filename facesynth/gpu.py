@@ -49,6 +49,12 @@ def amp_dtype(device: torch.device | str) -> torch.dtype | None:
     return None
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), so CPU autocast to bf16 is faster."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device | str, enabled: bool = True, dtype: torch.dtype | None = None) -> Iterator[None]:
     """Mixed precision on GPU (bf16 or fp16), a no-op on CPU so numbers there stay exact fp32."""

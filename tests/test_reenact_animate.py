@@ -205,3 +205,13 @@ def test_animate_finds_the_best_frame(model, source, driving, monkeypatch):
     torch.testing.assert_close(animate(model, source, frames, best_frame="find", batch_size=4), expected,
                                rtol=0, atol=1e-5)
     assert calls[1][0] is frames
+
+
+def test_cpu_autocast_runs_the_generator_in_bf16_close_to_fp32(model, ref, source, driving):
+    fp32 = animate(model, source, driving, batch_size=3)
+    bf16 = animate(model, source, driving, batch_size=3, autocast=True)
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    diff = (bf16 - fp32).abs()
+    assert 0 < diff.max() < 0.05 and diff.mean() < 5e-3, f"max {diff.max():.3g}, mean {diff.mean():.3g}"
+    s = ref["prediction_stride"]
+    assert_close_to_official(fp32[:, :, ::s, ::s], ref["predictions"]["relative"])   # the default: official fp32

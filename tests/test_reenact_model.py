@@ -262,3 +262,34 @@ def test_the_small_checkpoint_is_in_the_legacy_pre_zip_format():
     import zipfile
 
     assert not zipfile.is_zipfile(SMALL_CHECKPOINT)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 8, 8), (1, 3, 5, 7)])
+def test_upsample_conv3x3_equals_nearest_upsampling_then_the_conv(shape):
+    from facesynth.reenact.model import upsample_conv3x3
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    weight, bias = torch.randn(4, shape[1], 3, 3, generator=g), torch.randn(4, generator=g)
+    expected = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2), weight, bias, padding=1)
+    out = upsample_conv3x3(x, weight, bias)
+    assert out.shape == expected.shape == (shape[0], 4, 2 * shape[2], 2 * shape[3])
+    assert (out - expected).abs().max() <= 1e-5
+
+
+def test_inference_uses_the_phase_conv_and_training_the_official_two_steps(small_model, reference):
+    from facesynth.reenact.model import set_phase_conv
+
+    source = as_frames(reference["source"])
+    fast = small_model.generate(source, reference["kp_source"], reference["kp_driving"])["prediction"]
+    try:
+        set_phase_conv(small_model.generator, False)
+        official = small_model.generate(source, reference["kp_source"], reference["kp_driving"])["prediction"]
+    finally:
+        set_phase_conv(small_model.generator, True)
+    diff = (fast - official).abs().max()
+    assert 0 < diff <= 1e-5                 # the same sums in another order
+    up = next(m for m in small_model.generator.modules() if type(m).__name__ == "UpBlock")
+    x = torch.randn(2, up.conv.in_channels, 4, 4, requires_grad=True)
+    up(x).sum().backward()                  # with autograd: interpolate + conv, as the official
+    assert x.grad is not None and x.grad.shape == x.shape

@@ -16,7 +16,7 @@ from facesynth.reenact.config import DenseMotionParams, DiscriminatorParams, FOM
 
 __all__ = ["KPDetector", "DenseMotionNetwork", "OcclusionAwareGenerator", "MultiScaleDiscriminator", "Discriminator",
            "Hourglass", "AntiAliasDownsample", "coordinate_grid", "kp_to_gaussian", "build_kp_detector",
-           "build_generator", "build_discriminator"]
+           "build_generator", "build_discriminator", "upsample_conv3x3", "set_phase_conv"]
 
 KP = dict[str, torch.Tensor]   # {"value": [B,K,2], "jacobian": [B,K,2,2]} (jacobian optional)
 
@@ -118,10 +118,51 @@ class DownBlock(SameBlock):
 
 
 class UpBlock(SameBlock):
-    """Nearest 2x upsampling (the official default mode) → conv3x3 → BatchNorm → ReLU."""
+    """Nearest 2x upsampling (the official default mode) → conv3x3 → BatchNorm → ReLU.
+
+    Without autograd (inference) the upsampling and the conv run as ``upsample_conv3x3``: the same sums with
+    2.25 times fewer multiply-adds, equal up to float rounding. ``phase_conv = False`` keeps the two steps.
+    """
+    phase_conv = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        if (self.phase_conv and not torch.is_grad_enabled() and conv.kernel_size == (3, 3)
+                and conv.padding == (1, 1)):
+            return F.relu(self.norm(upsample_conv3x3(x, conv.weight, conv.bias)))
         return super().forward(F.interpolate(x, scale_factor=2))
+
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv2d(interpolate(x, scale_factor=2), weight, bias, padding=1)`` (nearest) without the upsampling.
+
+    Output pixel (2i + a, 2j + b) sees, through the 3x3 kernel, only the 2x2 input pixels around (i, j) on the
+    side of phase (a, b), with kernel rows (and columns) merged: phase 0 takes ``w0`` and ``w1 + w2``, phase 1
+    ``w0 + w1`` and ``w2``. One conv with the four phases' 2x2 kernels on the zero-padded input, then
+    interleaving, gives the result with 16 instead of 36 multiply-adds per input pixel and channel pair.
+
+    Shape: x (N, C, H, W), weight (K, C, 3, 3), bias (K,) → (N, K, 2H, 2W).
+    """
+    n, _, h, w = x.shape
+    k = weight.shape[0]
+    rows = (torch.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], 2),
+            torch.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], 2))
+    kernels = torch.cat([torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1) if b == 0 else
+                         torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1)
+                         for r in rows for b in (0, 1)])                      # (4K, C, 2, 2), phases 00 01 10 11
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernels)                      # (N, 4K, H + 1, W + 1)
+    out = phases.new_empty(n, k, 2 * h, 2 * w)
+    for p, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        out[:, :, a::2, b::2] = phases[:, p * k:(p + 1) * k, a:a + h, b:b + w]
+    return out if bias is None else out.add_(bias.to(out.dtype).view(1, -1, 1, 1))
+
+
+def set_phase_conv(module: nn.Module, enabled: bool) -> nn.Module:
+    """Switch ``upsample_conv3x3`` on or off in every UpBlock of ``module`` (off: the official op sequence)."""
+    for m in module.modules():
+        if isinstance(m, UpBlock):
+            m.phase_conv = enabled
+    return module
 
 
 class ResBlock(nn.Module):

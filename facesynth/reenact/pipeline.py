@@ -44,7 +44,7 @@ class Reenactment:
 def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | os.PathLike | DrivingClip,
             out_path: str | os.PathLike, size: int = 256, relative: bool = True, adapt_movement_scale: bool = True,
             best_frame: bool = False, paste: bool = False, detector: str = "auto", keep: int = 6,
-            batch_size: int | None = None) -> Reenactment:
+            batch_size: int | None = None, autocast: bool | None = None) -> Reenactment:
     """Animate the face of ``source`` with the motion of ``driving`` and write the result to ``out_path``.
 
     Args:
@@ -57,6 +57,7 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
             ``--find_best_frame``).
         paste: write the full portrait with the animated face pasted back, instead of the square crop.
         keep: how many evenly spaced frames to keep in ``Reenactment.samples``.
+        batch_size, autocast: as ``iter_animate`` (autocast: None = on GPU only; True on a CPU = bf16 generator).
 
     Raises:
         NoFaceError: no face in the portrait or the driving video. MediaError: unreadable input.
@@ -77,7 +78,8 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
 
     def frames() -> Iterator[np.ndarray]:
         for batch in iter_animate(model, src, clip, relative=relative, adapt_movement_scale=adapt_movement_scale,
-                                  best_frame=initial, detector=detector, batch_size=batch_size):
+                                  best_frame=initial, detector=detector, batch_size=batch_size,
+                                  autocast=autocast):
             for face in to_image(batch.cpu()):
                 if state["frames"] in wanted:
                     results[state["frames"]] = face
