@@ -433,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         best = max((c for c in configs if c.get("mode") == "batched" and c.get("fps")), key=lambda c: c["fps"],
                    default=None)
         summary: dict = {"per_frame_fps": pf.get("fps"),
-                         "batched_fps": {str(c.get("batch")) + ("-fp32" if c.get("autocast") is False and cuda else ""):
+                         "batched_fps": {str(c.get("batch")) + ("-fp32" if c.get("autocast") is False and cuda else
+                                                                "-bf16" if c.get("autocast") and not cuda else ""):
                                          c.get("fps") for c in configs if c.get("mode") == "batched"},
                          "best_batched": {"batch": best["batch"], "fps": best["fps"],
                                           "speedup_vs_per_frame": best.get("speedup_vs_per_frame")} if best else None,
