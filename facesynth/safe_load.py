@@ -151,13 +151,17 @@ def restricted_load(path_or_bytes: str | os.PathLike | bytes, allowed: Mapping[t
                     on_error: Callable[[Exception], Exception] | None = None) -> Any:
     """Unpickle a file (or bytes) with RestrictedUnpickler; damaged data raises CheckpointError."""
     if isinstance(path_or_bytes, (bytes, bytearray)):
-        source, data = "pickle", bytes(path_or_bytes)
-    else:
-        p = _check_path(path_or_bytes)
-        source, data = str(p), p.read_bytes()
+        return _restricted_load_stream(io.BytesIO(bytes(path_or_bytes)), "pickle", allowed, on_error)
+    p = _check_path(path_or_bytes)
+    with open(p, "rb") as f:      # streamed, not read whole: a large file is not held twice in memory
+        return _restricted_load_stream(f, str(p), allowed, on_error)
+
+
+def _restricted_load_stream(f, source: str, allowed: Mapping[tuple[str, str], Any],
+                            on_error: Callable[[Exception], Exception] | None) -> Any:
     try:
-        return RestrictedUnpickler(io.BytesIO(data), allowed, source=source).load()
-    except UnsafeCheckpointError:
+        return RestrictedUnpickler(f, allowed, source=source).load()
+    except (UnsafeCheckpointError, CheckpointError):
         raise
     except Exception as e:  # any parse failure of untrusted bytes is the file's fault
         err = on_error(e) if on_error else CheckpointError(
