@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from facesynth.errors import ConfigError
 from facesynth.generate.config import StyleGANConfig
 
-__all__ = ["StyleGAN", "MappingNetwork", "SynthesisNetwork", "NOISE_MODES"]
+__all__ = ["StyleGAN", "MappingNetwork", "SynthesisNetwork", "Discriminator", "NOISE_MODES"]
 
 NOISE_MODES = ("const", "random", "none")
 SQRT2 = math.sqrt(2.0)
@@ -323,3 +323,71 @@ def _random_labels(n: int, label_size: int, generator: torch.Generator, device) 
         return None
     idx = torch.randint(label_size, (n,), generator=generator)
     return F.one_hot(idx, label_size).float().to(device)
+
+
+class Discriminator(nn.Module):
+    """The official ``D_basic`` layout for training at small resolutions: FromRGB at full resolution, per
+    resolution a 3x3 conv then blur + 3x3 conv + 2x downscale, and at 4x4 the minibatch standard deviation,
+    a conv and two dense layers. Equalised learning rate throughout. (Only G is checked against the official
+    network; this D is trained from scratch here, never loaded from a pickle.)
+
+    Shape: images [N, C, R, R] in about [-1, 1] → logits [N].
+    """
+
+    def __init__(self, cfg: StyleGANConfig, mbstd_group_size: int = 4):
+        super().__init__()
+        self.cfg, self.group = cfg, mbstd_group_size
+        ch = cfg.channels                                   # the generator's widths at 4, 8, …, R
+        self.fromrgb = EqualizedWeight((ch[-1], cfg.num_channels, 1, 1), SQRT2, cfg.use_wscale)
+        self.fromrgb_bias = nn.Parameter(torch.zeros(ch[-1]))
+        self.convs = nn.ModuleList()
+        for i in range(len(ch) - 1, 0, -1):
+            self.convs.append(nn.ModuleList([_DConv(ch[i], ch[i], cfg), _DConv(ch[i], ch[i - 1], cfg)]))
+        if cfg.blur_filter:
+            f = torch.tensor(cfg.blur_filter, dtype=torch.float32)
+            f = torch.outer(f, f)
+            self.register_buffer("blur_kernel", (f / f.sum())[None, None], persistent=False)
+        else:
+            self.blur_kernel = None
+        extra = 1 if mbstd_group_size > 1 else 0
+        self.conv4 = _DConv(ch[0] + extra, ch[0], cfg)
+        self.dense0 = Dense(ch[0] * 16, ch[0], SQRT2, cfg.use_wscale)
+        self.dense1 = Dense(ch[0], 1, 1.0, cfg.use_wscale)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        act = self.cfg.nonlinearity
+        x = _act(act, F.conv2d(img, self.fromrgb()) + self.fromrgb_bias.view(1, -1, 1, 1))
+        for conv0, conv1 in self.convs:
+            x = conv0(x)
+            if self.blur_kernel is not None:
+                x = _blur(x, self.blur_kernel.expand(x.shape[1], 1, -1, -1))
+            x = F.avg_pool2d(conv1(x, activate=False), 2)
+            x = _act(act, x + conv1.bias.view(1, -1, 1, 1))
+        if self.group > 1:
+            x = _minibatch_stddev(x, self.group)
+        x = self.conv4(x)
+        x = _act(act, self.dense0(x.flatten(1)))
+        return self.dense1(x).squeeze(1)
+
+
+class _DConv(EqualizedWeight):
+    def __init__(self, cin: int, cout: int, cfg: StyleGANConfig):
+        super().__init__((cout, cin, 3, 3), SQRT2, cfg.use_wscale)
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.nonlinearity = cfg.nonlinearity
+
+    def forward(self, x: torch.Tensor, activate: bool = True) -> torch.Tensor:
+        x = F.conv2d(x, self.weight * self.coef, padding=1)
+        return _act(self.nonlinearity, x + self.bias.view(1, -1, 1, 1)) if activate else x
+
+
+def _minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """One extra feature map: the standard deviation across groups of samples, averaged (official layer)."""
+    n, c, h, w = x.shape
+    g = min(group_size, n)
+    if n % g:
+        g = 1
+    y = x.view(g, -1, c, h, w).float()
+    y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean((1, 2, 3))      # [n/g]
+    y = y.view(-1, 1, 1, 1).repeat(g, 1, h, w).to(x.dtype)
+    return torch.cat([x, y], 1)

@@ -1,0 +1,88 @@
+"""StyleGANTrainer on a real face set (the sample talking head): losses, EMA, logs, checkpoints, resume."""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facesynth.errors import ConfigError, NoFaceError
+from facesynth.extract import FaceSet, extract_faces
+from facesynth.generate import load_stylegan
+from facesynth.generate.train import (GENERATOR_FILE, StyleGANTrainConfig, StyleGANTrainer, d_logistic_r1_loss,
+                                      g_nonsaturating_loss)
+from facesynth.training import read_log
+
+
+@pytest.fixture(scope="module")
+def faces(samples, tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("sg_faces")
+    extract_faces(samples.talking_head, root / "A", fps=10, size=64, detector="dlib", progress=False)
+    return root / "A"
+
+
+def quick(**overrides) -> StyleGANTrainConfig:
+    cfg = StyleGANTrainConfig.preset("quick")
+    cfg.batch_size, cfg.snapshot_every, cfg.checkpoint_every = 4, 4, 4
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_losses_are_the_official_formulas():
+    logits = torch.tensor([-2.0, 0.5, 3.0])
+    assert math.isclose(float(g_nonsaturating_loss(logits)), float(F.softplus(-logits).mean()), rel_tol=1e-6)
+    a = torch.randn(1, 3, 4, 4)                   # a linear D: its gradient on the reals is a, so R1 = |a|^2
+    D = lambda x: (x * a).flatten(1).sum(1)       # noqa: E731
+    real, fake = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    loss, r1 = d_logistic_r1_loss(D, real, fake, r1_gamma=10.0)
+    expected_r1 = float(a.square().sum())
+    plain = float(F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean())
+    assert math.isclose(float(r1), expected_r1, rel_tol=1e-5)
+    assert math.isclose(float(loss.detach()), plain + 5.0 * expected_r1, rel_tol=1e-5)
+
+
+def test_training_logs_snapshots_and_exports_a_loadable_generator(faces, tmp_path):
+    tr = StyleGANTrainer(quick(), faces=faces, workdir=tmp_path / "wd", device="cpu", progress=False)
+    assert len(tr.images) == 40 and tr.images.shape[1:] == (3, 32, 32)
+    avg0 = tr.G.dlatent_avg.clone()
+    tr.train(8)
+    log = read_log(tmp_path / "wd")
+    assert [r["iteration"] for r in log] == list(range(1, 9))
+    assert all(math.isfinite(r[k]) for r in log for k in ("loss_g", "loss_d", "r1")) and log[0]["lr"] == 0.002
+    assert sorted(p.name for p in (tmp_path / "wd" / "snapshots").iterdir()) == ["00000004.png", "00000008.png"]
+    assert float((tr.G.dlatent_avg - avg0).abs().max()) > 0          # the moving average of W moves
+    G = load_stylegan(tmp_path / "wd" / GENERATOR_FILE)
+    with torch.no_grad():
+        assert torch.allclose(G(torch.ones(2, 64)), tr.G_ema(torch.ones(2, 64)), atol=1e-6)
+
+
+def test_ema_follows_g_with_the_configured_half_life(faces, tmp_path):
+    tr = StyleGANTrainer(quick(ema_kimg=0.004), faces=faces, workdir=tmp_path / "wd", device="cpu", progress=False)
+    before = tr.G_ema.mapping.dense[0].weight.clone()
+    tr.train(1)
+    g, ema = tr.G.mapping.dense[0].weight, tr.G_ema.mapping.dense[0].weight
+    beta = 0.5 ** (4 / 4.0)                        # batch 4, half-life 4 images
+    assert torch.allclose(ema, g + (before - g) * beta, atol=1e-6)
+
+
+def test_resume_continues_where_the_checkpoint_stands(faces, tmp_path):
+    StyleGANTrainer(quick(), faces=faces, workdir=tmp_path / "wd", device="cpu", progress=False).train(4)
+    again = StyleGANTrainer(None, workdir=tmp_path / "wd", device="cpu", progress=False)
+    assert again.iteration == 4 and again.faces_path == str(faces.resolve())
+    again.train(6)
+    assert [r["iteration"] for r in read_log(tmp_path / "wd")] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ConfigError, match="another network configuration"):
+        StyleGANTrainer(StyleGANTrainConfig.preset("64"), workdir=tmp_path / "wd", device="cpu")
+
+
+def test_empty_face_set_is_refused(tmp_path, faces):
+    shutil.copytree(faces, tmp_path / "empty")
+    fs = FaceSet.open(tmp_path / "empty")
+    fs.exclude([f.id for f in fs])
+    with pytest.raises(NoFaceError, match="no active faces"):
+        StyleGANTrainer(quick(), faces=tmp_path / "empty", workdir=tmp_path / "wd", device="cpu")
