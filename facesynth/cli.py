@@ -400,11 +400,65 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _add_project(sub) -> None:
+    p = sub.add_parser("project", help="find the StyleGAN W (or W+) of a real face, then mix its styles",
+                       description="Align the face of a photo, optimise W (or W+ with --wplus) so that the generator "
+                                   "draws it (pixel loss, plus VGG16 perceptual loss when its weights are cached), "
+                                   "and write w.pt, projected.png, compare.png and, with --mix-seeds, mixing.png.")
+    p.add_argument("target", help="photo of a face (aligned first, unless --no-align)")
+    p.add_argument("output", help="folder for w.pt and the images")
+    p.add_argument("--pkl", default="stylegan-celebahq", help="official .pkl, facesynth .pt, or registry name")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--wplus", action="store_true", help="one W per layer (closer fit) instead of one shared W")
+    p.add_argument("--lr", type=_positive_float, default=0.05)
+    p.add_argument("--no-align", action="store_true", help="the target is already an aligned crop")
+    p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
+    p.add_argument("--mix-seeds", default=None,
+                   help="generated faces to mix with: each row shows the face, it with the projection's coarse "
+                        "styles, and it with the projection's fine styles")
+    p.add_argument("--device", default="auto")
+
+
+def _run_project(args) -> int:
+    import torch
+
+    from facesynth.generate import load_stylegan
+    from facesynth.generate import sampling as S
+    from facesynth.generate.project import project, project_face
+    from facesynth.gpu import pick_device
+    from facesynth.media import read_image, write_image
+    from facesynth.training import atomic_torch_save
+
+    G = load_stylegan(args.pkl, device=pick_device(args.device))
+    options = dict(steps=args.steps, w_plus=args.wplus, lr=args.lr)
+    if args.no_align:
+        res = project(G, read_image(args.target), **options)
+    else:
+        res = project_face(G, args.target, detector=args.detector, **options)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(res.w.cpu(), out / "w.pt")
+    write_image(out / "projected.png", S.to_unit(res.image[0]).cpu())
+    write_image(out / "compare.png", S.to_unit(S.image_grid(torch.cat([res.target, res.image]).cpu(), cols=2)))
+    if args.mix_seeds:
+        seeds = S.parse_seeds(args.mix_seeds)
+        w_gen = G.mapping(S.seed_latents(seeds, G.z_dim).to(res.w.device))
+        cells = []
+        for j in range(len(seeds)):
+            cells += [G.synthesis(w_gen[j:j + 1]).cpu(), S.style_mixing(G, res.w, w_gen[j:j + 1], "coarse"),
+                      S.style_mixing(G, res.w, w_gen[j:j + 1], "fine" if G.num_layers > 8 else range(4, G.num_layers))]
+        write_image(out / "mixing.png", S.to_unit(S.image_grid(torch.cat(cells), cols=3)))
+    space = "W+" if args.wplus else "W"
+    print(f"projected into {space} in {args.steps} steps (pixel loss {res.pixel_losses[-1]:.4f}"
+          f"{', with VGG16 perceptual loss' if res.perceptual else ', pixel loss only'}) → {out}")
+    return 0
+
+
 COMMANDS = {"extract": (_add_extract, _run_extract), "demo": (_add_demo, _run_demo),
             "train-swap": (_add_train_swap, _run_train_swap), "prune": (_add_prune, _run_prune),
             "convert": (_add_convert, _run_convert), "reenact": (_add_reenact, _run_reenact),
             "weights": (_add_weights, _run_weights), "samples": (_add_samples, _run_samples),
-            "generate": (_add_generate, _run_generate)}
+            "generate": (_add_generate, _run_generate), "project": (_add_project, _run_project)}
 
 
 def build_parser() -> argparse.ArgumentParser:
