@@ -141,3 +141,17 @@ def test_bad_inputs_raise_clear_errors():
         G(torch.zeros(2, 8), noise_mode="loud")
     with pytest.raises(ConfigError, match="power of two"):
         StyleGANConfig(resolution=48)
+
+
+def test_only_the_chosen_networks_arrays_are_read(monkeypatch):
+    # the (G, D, Gs) file's arrays stay in the file until converted, and only Gs's are read: loading the
+    # 1024² files then needs about Gs's weights in memory, not the whole file (bench/generate.py measures it)
+    from facesynth.safe_load import LazyBytes
+
+    read = []
+    original = LazyBytes.read
+    monkeypatch.setattr(LazyBytes, "read", lambda self: read.append(self.size) or original(self))
+    G = load_stylegan(DATA / "r32.pkl")
+    sizes = [v.numel() * 4 for k, v in G.state_dict().items() if k != "synthesis.lod"]
+    assert sum(read) == sum(n for n in sizes if n >= 256)      # smaller values are inline (SHORT_BINBYTES)
+    assert (DATA / "r32.pkl").stat().st_size > 2.5 * sum(sizes)

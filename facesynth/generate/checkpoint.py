@@ -16,6 +16,10 @@ the variables' names and shapes; switches that shapes cannot show (activation, b
 upsampling, normalisations, truncation defaults) come from the networks' ``static_kwargs``, with the
 official defaults where absent.
 
+Memory: the pickle is parsed with ``facesynth.safe_load.restricted_load_lazy``, which leaves every array's
+bytes in the file; only the chosen network's variables are then read, one at a time, and converted. Loading
+the 1024² files (three networks, ~310 MB) needs about the size of Gs's weights (~110 MB) plus one array.
+
 Our own format (``save_stylegan``) is a ``torch.save`` zip of plain data — the config as a dict and the
 state dict — read back with ``torch.load(weights_only=True)``.
 """
@@ -25,6 +29,7 @@ import math
 import os
 import re
 import struct
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,7 +40,7 @@ import torch
 from facesynth.errors import CheckpointError, ConfigError
 from facesynth.generate.config import StyleGANConfig
 from facesynth.generate.model import StyleGAN
-from facesynth.safe_load import load_torch, restricted_load
+from facesynth.safe_load import LazyBytes, load_torch, restricted_load_lazy
 
 __all__ = ["load_stylegan", "save_stylegan", "read_tf_pickle", "convert_tf_generator", "FORMAT"]
 
@@ -148,9 +153,9 @@ class _NDArrayTag:
 
 
 class _Array:
-    """Stand-in for a numpy array: becomes a float32 tensor sharing the pickle's raw bytes (no copy)."""
+    """Stand-in for a numpy array: its shape, and where its float32 bytes are (read on demand by ``tensor()``)."""
 
-    tensor: torch.Tensor
+    shape: tuple[int, ...]
 
     def __setstate__(self, state: Any) -> None:
         if not (isinstance(state, tuple) and len(state) == 5):
@@ -159,17 +164,23 @@ class _Array:
         if not isinstance(dtype, _DType) or not dtype.is_float32:
             code = getattr(dtype, "code", type(dtype).__name__)
             raise CheckpointError(f"an array in the pickle has dtype {code!r}; StyleGAN pickles hold float32 only")
-        if not isinstance(raw, (bytes, bytearray)) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        if not isinstance(raw, (bytes, LazyBytes)) or not isinstance(shape, tuple) or \
+                not all(isinstance(s, int) and s >= 0 for s in shape):
             raise CheckpointError("an array in the pickle has no raw float32 data; the file is damaged")
         if len(raw) != 4 * math.prod(shape):
-            raise CheckpointError(f"an array of shape {tuple(shape)} has {len(raw)} bytes of data; the file is damaged")
-        with warnings.catch_warnings():      # read-only bytes: every value is copied once when converted
-            warnings.simplefilter("ignore", UserWarning)
-            t = torch.frombuffer(raw, dtype=torch.float32) if raw else torch.zeros(0)
-        if struct.pack("=I", 1) != struct.pack("<I", 1):
-            t = t.view(torch.int32).byteswap().view(torch.float32)    # pragma: no cover (big-endian hosts)
-        self.tensor = t.reshape(tuple(reversed(shape))).permute(*reversed(range(len(shape)))) if fortran \
-            else t.reshape(tuple(shape))
+            raise CheckpointError(f"an array of shape {shape} has {len(raw)} bytes of data; the file is damaged")
+        self.shape, self._raw, self._fortran = shape, raw, bool(fortran)
+
+    def tensor(self) -> torch.Tensor:
+        """The array as a float32 tensor (read from the file now: nothing of it stays in memory before)."""
+        buf = self._raw.read() if isinstance(self._raw, LazyBytes) else bytearray(self._raw)
+        t = torch.frombuffer(buf, dtype=torch.float32) if buf else torch.zeros(0)
+        if sys.byteorder == "big":
+            t = t.view(torch.int32).byteswap().view(torch.float32)    # pragma: no cover
+        shape = self.shape
+        if self._fortran:
+            return t.reshape(tuple(reversed(shape))).permute(*reversed(range(len(shape))))
+        return t.reshape(shape)
 
 
 def _reconstruct(cls: Any, shape: Any, code: Any) -> _Array:
@@ -198,7 +209,7 @@ def read_tf_pickle(path: str | os.PathLike, network: str = "Gs") -> _NetworkStat
     """
     if network not in _NETWORK_KEYS:
         raise ConfigError(f"network must be one of {_NETWORK_KEYS}, got {network!r}")
-    obj = restricted_load(path, _ALLOWED, on_error=lambda e: CheckpointError(
+    obj = restricted_load_lazy(path, _ALLOWED, on_error=lambda e: CheckpointError(
         f"{path}: not a readable StyleGAN pickle ({type(e).__name__}: {e}); the file is damaged or truncated, "
         f"download it again"))
     if isinstance(obj, _NetworkState):
@@ -221,7 +232,7 @@ def _variables(net: _NetworkState, what: str) -> dict[str, Any]:
     for name, value in variables:
         if not isinstance(name, str) or not isinstance(value, (_Array, float)):
             raise CheckpointError(f"{what}: variable {name!r} is not a float32 array; the file is damaged")
-        out[name] = value.tensor if isinstance(value, _Array) else value
+        out[name] = value
     return out
 
 
@@ -229,8 +240,9 @@ def convert_tf_generator(gs: _NetworkState, source: str = "pickle") -> StyleGAN:
     """A StyleGAN module from the state of an official ``G_style`` network (its mapping and synthesis parts).
 
     TensorFlow layouts become PyTorch ones: dense ``[in, out]`` → ``[out, in]``; convs HWIO → OIHW (the fused
-    up-convolution too: the model applies the official pad-and-sum at run time). Each tensor is copied once
-    and the pickle's buffer is released component by component.
+    up-convolution too: the model applies the official pad-and-sum at run time). Variables are read from the
+    file one at a time, so loading holds the converted Gs plus one array (the other networks of the file are
+    never read).
     """
     if gs.get("build_func_name") != "G_style":
         raise CheckpointError(f"{source}: the network is a {gs.get('build_func_name')!r}, not a StyleGAN generator "
@@ -245,7 +257,7 @@ def convert_tf_generator(gs: _NetworkState, source: str = "pickle") -> StyleGAN:
     state: dict[str, torch.Tensor] = {}
     _convert_mapping(mapping, state, source)
     _convert_synthesis(synthesis, cfg, state, source)
-    state["dlatent_avg"] = _take(own, "dlatent_avg", source).clone()
+    state["dlatent_avg"] = _take(own, "dlatent_avg", source).contiguous()
     lod = own.get("lod", 0.0)
     state["synthesis.lod"] = torch.tensor(float(lod))     # G_style copies its own lod into G_synthesis
     if float(lod) != 0.0:
@@ -255,9 +267,10 @@ def convert_tf_generator(gs: _NetworkState, source: str = "pickle") -> StyleGAN:
 
 
 def _take(vars_: dict, name: str, source: str) -> torch.Tensor:
-    if name not in vars_ or not isinstance(vars_[name], torch.Tensor):
+    """Read one variable from the file and forget it: at most one array is held besides the converted ones."""
+    if name not in vars_ or not isinstance(vars_[name], _Array):
         raise CheckpointError(f"{source}: variable {name!r} is missing; the file is damaged or not StyleGAN v1")
-    return vars_.pop(name)
+    return vars_.pop(name).tensor()
 
 
 def _derive_config(gs: _NetworkState, comps: dict, mapping: dict, synthesis: dict, source: str) -> StyleGANConfig:
@@ -298,11 +311,11 @@ def _derive_config(gs: _NetworkState, comps: dict, mapping: dict, synthesis: dic
 
 def _convert_mapping(m: dict, state: dict, source: str) -> None:
     if "LabelConcat/weight" in m:
-        state["mapping.label_embed"] = _take(m, "LabelConcat/weight", source).clone()
+        state["mapping.label_embed"] = _take(m, "LabelConcat/weight", source).contiguous()
     i = 0
     while f"Dense{i}/weight" in m:
         state[f"mapping.dense.{i}.weight"] = _take(m, f"Dense{i}/weight", source).t().contiguous()
-        state[f"mapping.dense.{i}.bias"] = _take(m, f"Dense{i}/bias", source).clone()
+        state[f"mapping.dense.{i}.bias"] = _take(m, f"Dense{i}/bias", source).contiguous()
         i += 1
 
 
@@ -312,16 +325,16 @@ def _convert_synthesis(s: dict, cfg: StyleGANConfig, state: dict, source: str) -
 
     def epilogue(tf: str, pt: str) -> None:
         if cfg.use_noise:
-            state[f"{pt}.noise_strength"] = _take(s, f"{tf}/Noise/weight", source).clone()
-        state[f"{pt}.bias"] = _take(s, f"{tf}/bias", source).clone()
+            state[f"{pt}.noise_strength"] = _take(s, f"{tf}/Noise/weight", source).contiguous()
+        state[f"{pt}.bias"] = _take(s, f"{tf}/bias", source).contiguous()
         if cfg.use_styles:
             state[f"{pt}.style.weight"] = _take(s, f"{tf}/StyleMod/weight", source).t().contiguous()
-            state[f"{pt}.style.bias"] = _take(s, f"{tf}/StyleMod/bias", source).clone()
+            state[f"{pt}.style.bias"] = _take(s, f"{tf}/StyleMod/bias", source).contiguous()
 
     for i in range(cfg.num_layers if cfg.use_noise else 0):
-        state[f"synthesis.noise{i}"] = _take(s, f"noise{i}", source).clone()
+        state[f"synthesis.noise{i}"] = _take(s, f"noise{i}", source).contiguous()
     if cfg.const_input_layer:
-        state["synthesis.const"] = _take(s, "4x4/Const/const", source).clone()
+        state["synthesis.const"] = _take(s, "4x4/Const/const", source).contiguous()
         epilogue("4x4/Const", "synthesis.input_epilogue")
     else:
         state["synthesis.dense.weight"] = _take(s, "4x4/Dense/weight", source).t().contiguous()
@@ -335,7 +348,7 @@ def _convert_synthesis(s: dict, cfg: StyleGANConfig, state: dict, source: str) -
             epilogue(f"{r}x{r}/{part}", f"synthesis.convs.{j}.epilogue")
     for k in range(len(cfg.channels)):
         state[f"synthesis.torgb.{k}.weight"] = conv(f"ToRGB_lod{k}/weight")
-        state[f"synthesis.torgb.{k}.bias"] = _take(s, f"ToRGB_lod{k}/bias", source).clone()
+        state[f"synthesis.torgb.{k}.bias"] = _take(s, f"ToRGB_lod{k}/bias", source).contiguous()
     s.pop("lod", None)
     if s:
         raise CheckpointError(f"{source}: unexpected synthesis variables {sorted(s)[:5]}; not a StyleGAN v1 "
