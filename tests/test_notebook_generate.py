@@ -38,10 +38,12 @@ def test_without_weights_it_trains_quickly_and_says_so(tmp_path, samples, monkey
     _, text, html = _run(tmp_path, monkeypatch, OUT=str(out), DETECTOR="dlib", SOURCE=str(samples.talking_head))
     assert "no released weights found: trained here for 120 steps on 40 faces" in text
     assert read_log(out / "model")[-1]["iteration"] == 120
-    for png in ("faces.png", "loss.png", "gallery.png", "truncation.png", "mixing.png", "noise.png"):
+    for png in ("faces.png", "loss.png", "gallery.png", "truncation.png", "mixing.png", "noise.png", "projection.png",
+                "projection_mixing.png"):
         assert (out / png).stat().st_size > 2_000, png
     assert probe(out / "interpolation_z.mp4").frame_count == 3 * 12 + 1
     assert "<video" in html and "base64" in html
+    assert "pixel loss only" in text                         # no VGG16 weights in the test environment: said plainly
 
 
 def test_with_a_released_pickle_it_uses_it(tmp_path, monkeypatch):
