@@ -22,13 +22,22 @@ CONFIGS = ["r32", "r128", "variant", "nostyle"]
 TOL = 1e-4
 
 
+def _load(name: str):
+    torch.set_num_threads(1)
+    G = load_stylegan(DATA / f"{name}.pkl")
+    ref = {k: torch.from_numpy(v) for k, v in np.load(DATA / f"{name}.npz").items()}
+    ref["c"] = ref["labels"] if ref["labels"].shape[1] else None
+    return name, G, ref
+
+
 @pytest.fixture(scope="module", params=CONFIGS)
 def case(request):
-    torch.set_num_threads(1)
-    G = load_stylegan(DATA / f"{request.param}.pkl")
-    ref = {k: torch.from_numpy(v) for k, v in np.load(DATA / f"{request.param}.npz").items()}
-    ref["c"] = ref["labels"] if ref["labels"].shape[1] else None
-    return request.param, G, ref
+    return _load(request.param)
+
+
+@pytest.fixture(scope="module", params=[c for c in CONFIGS if c != "r128"])   # r128 stores fewer outputs (size)
+def small_case(request):
+    return _load(request.param)
 
 
 def _err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -58,23 +67,19 @@ def test_truncated_images_match_official(case):
     assert _err(G(ref["z"], ref["c"], truncation_psi=0.7, truncation_cutoff=8, noise_mode="const"), ref["img_trunc"]) < TOL
     # the official G_style defaults (psi 0.7, cutoff 8) apply when the call says nothing
     assert _err(G(ref["z"], ref["c"]), ref["img_trunc"]) < TOL
-    if "img_trunc_c2" in ref:
+    if "img_trunc_c2" in ref:                  # not stored for r128 (fixture size)
         assert _err(G(ref["z"], ref["c"], truncation_psi=0.5, truncation_cutoff=2), ref["img_trunc_c2"]) < TOL
 
 
 @torch.no_grad()
-def test_synthesis_of_arbitrary_w_matches_official(case):
-    name, G, ref = case
-    if "w_rand" not in ref:
-        pytest.skip(f"{name}: only mapping and images stored (fixture size)")
+def test_synthesis_of_arbitrary_w_matches_official(small_case):
+    _, G, ref = small_case
     assert _err(G.synthesis(ref["w_rand"], noise_mode="const"), ref["img_w_rand"]) < TOL
 
 
 @torch.no_grad()
-def test_style_mixing_matches_official_figure(case):
-    name, G, ref = case
-    if "img_mix" not in ref:
-        pytest.skip(f"{name}: only mapping and images stored (fixture size)")
+def test_style_mixing_matches_official_figure(small_case):
+    _, G, ref = small_case
     # generate_figures.draw_style_mixing_figure: coarse rows 0-3 of the destination's W come from the source
     mixed = style_mixing(G, ref["w"], ref["w_dst"], rows=range(0, 4))
     assert _err(mixed, ref["img_mix"]) < TOL
@@ -110,3 +115,17 @@ def test_gs_not_g_is_loaded_by_default():
         gs = load_stylegan(DATA / "r32.pkl")(z, truncation_psi=1.0)
     assert _err(gs, torch.from_numpy(ref["img_const"])) < TOL
     assert float((g - gs).abs().max()) > 0.05
+
+
+@torch.no_grad()
+def test_noise_modes():
+    _, G, ref = _load("r32")
+    z = ref["z"]
+    const = G(z, noise_mode="const")
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    r1, r2 = G(z, noise_mode="random", generator=g1), G(z, noise_mode="random", generator=g2)
+    assert torch.equal(r1, r2) and float((r1 - const).abs().max()) > 1e-3
+    assert float((r1 - G(z, noise_mode="random")).abs().max()) > 1e-3        # fresh noise each call
+    none = G(z, noise_mode="none")
+    zeroed = G.synthesis(G.truncate(G.mapping(z), 0.7, 8), noise=[torch.zeros_like(n) for n in G.synthesis.noise_buffers])
+    assert float((none - zeroed).abs().max()) < 1e-6 and float((none - const).abs().max()) > 1e-3

@@ -86,3 +86,16 @@ def test_empty_face_set_is_refused(tmp_path, faces):
     fs.exclude([f.id for f in fs])
     with pytest.raises(NoFaceError, match="no active faces"):
         StyleGANTrainer(quick(), faces=tmp_path / "empty", workdir=tmp_path / "wd", device="cpu")
+
+
+@pytest.mark.parametrize("prob, calls", [(1.0, 2), (0.0, 1)])
+def test_mixing_regularisation_draws_a_second_latent(faces, tmp_path, prob, calls):
+    tr = StyleGANTrainer(quick(), faces=faces, workdir=tmp_path / "wd", device="cpu", progress=False)
+    tr.config.model.style_mixing_prob = prob
+    seen = []
+    mapping = tr.G.mapping.forward
+    tr.G.mapping.forward = lambda z, *a, **k: seen.append(z) or mapping(z, *a, **k)
+    img = tr._fakes(4)
+    assert img.shape == (4, 3, 32, 32) and len(seen) == calls
+    if calls == 2:
+        assert not torch.equal(seen[0], seen[1])

@@ -108,9 +108,10 @@ class LayerEpilogue(nn.Module):
         x = _act(cfg.nonlinearity, x + self.bias.view(1, -1, 1, 1))
         if cfg.use_pixel_norm:
             x = x * torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8)
-        if cfg.use_instance_norm:
+        if cfg.use_instance_norm:           # in float32 even under autocast, as the official code casts
+            dtype, x = x.dtype, x.float()
             x = x - x.mean((2, 3), keepdim=True)
-            x = x * torch.rsqrt(x.square().mean((2, 3), keepdim=True) + 1e-8)
+            x = (x * torch.rsqrt(x.square().mean((2, 3), keepdim=True) + 1e-8)).to(dtype)
         if self.style is not None:
             scale, shift = self.style(w).view(-1, 2, x.shape[1], 1, 1).unbind(1)
             x = x * (scale + 1) + shift
@@ -301,28 +302,6 @@ class StyleGAN(nn.Module):
         cutoff = self.cfg.truncation_cutoff if truncation_cutoff == "default" else truncation_cutoff
         w = self.truncate(self.mapping(z, c), psi, cutoff)
         return self.synthesis(w, noise_mode=noise_mode, generator=generator)
-
-    def mean_w(self, n: int = 10_000, seed: int = 0, batch: int = 1000) -> torch.Tensor:
-        """Mean of W over ``n`` random z (W [dlatent_size]): what ``dlatent_avg`` estimates."""
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        dev = self.dlatent_avg.device
-        total = torch.zeros(self.w_dim, dtype=torch.float64, device=dev)
-        done = 0
-        with torch.no_grad():
-            while done < n:
-                k = min(batch, n - done)
-                z = torch.randn(k, self.z_dim, generator=g).to(dev)
-                c = _random_labels(k, self.c_dim, g, dev)
-                total += self.mapping(z, c, broadcast=False).double().sum(0)
-                done += k
-        return (total / n).float()
-
-
-def _random_labels(n: int, label_size: int, generator: torch.Generator, device) -> torch.Tensor | None:
-    if not label_size:
-        return None
-    idx = torch.randint(label_size, (n,), generator=generator)
-    return F.one_hot(idx, label_size).float().to(device)
 
 
 class Discriminator(nn.Module):
