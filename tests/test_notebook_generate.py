@@ -36,8 +36,8 @@ def test_without_weights_it_trains_quickly_and_says_so(tmp_path, samples, monkey
 
     out = tmp_path / "nb03"
     _, text, html = _run(tmp_path, monkeypatch, OUT=str(out), DETECTOR="dlib", SOURCE=str(samples.talking_head))
-    assert "no released weights found: trained here for 120 steps on 40 faces" in text
-    assert read_log(out / "model")[-1]["iteration"] == 120
+    assert "no released weights found: trained here for 80 steps on 40 faces" in text
+    assert read_log(out / "model")[-1]["iteration"] == 80
     for png in ("faces.png", "loss.png", "gallery.png", "truncation.png", "mixing.png", "noise.png", "projection.png",
                 "projection_mixing.png"):
         assert (out / png).stat().st_size > 2_000, png

@@ -12,6 +12,11 @@ Workdir layout: ``config.json``; ``checkpoint.pt`` (atomic, resumed by default; 
 ``generator.pt`` (G_ema in ``save_stylegan`` format, rewritten with every checkpoint: ``load_stylegan`` reads
 it); ``log.jsonl`` (iteration, loss_g, loss_d, r1, lr, time); ``snapshots/NNNNNNNN.png`` (a grid of G_ema
 faces for fixed seeds, like the official ``fakesNNNNNN.png``).
+
+Under torchrun (``setup_distributed``) every rank draws its own batches and the gradients of G and D are
+averaged across ranks after each backward pass (one all-reduce per network), as is ``dlatent_avg``; rank 0
+alone writes. DistributedDataParallel is not used because the R1 penalty differentiates D's output with
+``torch.autograd.grad``, which DDP does not support.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from facesynth.generate.model import Discriminator, StyleGAN
 from facesynth.generate.sampling import image_grid, seed_latents, to_unit
 from facesynth.gpu import pick_device, seed_everything
 from facesynth.media import write_image
-from facesynth.training import LRSchedule, Trainer
+from facesynth.training import LRSchedule, Trainer, setup_distributed
 
 __all__ = ["StyleGANTrainer", "StyleGANTrainConfig", "d_logistic_r1_loss", "g_nonsaturating_loss", "CONFIG_FILE",
            "GENERATOR_FILE"]
@@ -117,7 +122,11 @@ class StyleGANTrainer(Trainer):
 
     def __init__(self, config: StyleGANTrainConfig | str | None = None, faces: str | os.PathLike | None = None,
                  workdir: str | os.PathLike = "work/stylegan", device: str = "auto", progress: bool | None = None):
-        super().__init__(workdir, pick_device(device))
+        dev = pick_device(device)
+        dist = setup_distributed(dev)
+        if dist.enabled and dev.type == "cuda":
+            dev = torch.device("cuda", dist.local_rank)
+        super().__init__(workdir, dev, dist)
         self.progress = progress
         saved = self._read_saved()
         cfg = StyleGANTrainConfig.preset(config) if isinstance(config, str) else config
@@ -144,9 +153,11 @@ class StyleGANTrainer(Trainer):
         self.optimizers = {"G": torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8),
                            "D": torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas, eps=1e-8)}
         self.schedule = LRSchedule(cfg.lr)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + 1)
+        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + 1 + self.dist.rank)
         self._snapshot_z = seed_latents(range(cfg.snapshot_seeds), cfg.model.latent_size)
-        atomic_write_json(self.workdir / CONFIG_FILE, {"config": cfg.to_dict(), "faces": self.faces_path}, indent=2)
+        if self.dist.is_main:
+            atomic_write_json(self.workdir / CONFIG_FILE, {"config": cfg.to_dict(), "faces": self.faces_path},
+                              indent=2)
         self.resume()
 
     def _read_saved(self) -> dict | None:
@@ -168,13 +179,17 @@ class StyleGANTrainer(Trainer):
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
         self.generator.set_state(state["generator"])
+        if self.dist.rank:
+            # the checkpoint holds rank 0's data stream: the other ranks branch off it, one seed per rank
+            branch = int(torch.randint(2**62, (1,), generator=self.generator))
+            self.generator.manual_seed(branch + self.dist.rank)
 
     def monitored_loss(self, record: dict) -> float:
         return record["loss_g"]
 
     def save_checkpoint(self, path: Path | None = None) -> Path | None:
         out = super().save_checkpoint(path)
-        if path is None:
+        if path is None and self.dist.is_main:
             save_stylegan(self.G_ema, self.workdir / GENERATOR_FILE)
         return out
 
@@ -193,7 +208,10 @@ class StyleGANTrainer(Trainer):
         z = torch.randn(n, cfg.latent_size, generator=self.generator).to(self.device)
         w = G.mapping(z)
         with torch.no_grad():
-            G.dlatent_avg.lerp_(w[:, 0].mean(0), 1 - cfg.dlatent_avg_beta)
+            batch_avg = w[:, 0].mean(0)
+            if self.dist.enabled:
+                batch_avg = self._average(batch_avg.clone())
+            G.dlatent_avg.lerp_(batch_avg, 1 - cfg.dlatent_avg_beta)
         if cfg.style_mixing_prob > 0 and G.num_layers > 1 and \
                 float(torch.rand((), generator=self.generator)) < cfg.style_mixing_prob:
             z2 = torch.randn(n, cfg.latent_size, generator=self.generator).to(self.device)
@@ -213,6 +231,7 @@ class StyleGANTrainer(Trainer):
         loss_d, r1 = d_logistic_r1_loss(self.D, self._reals(), fake, cfg.r1_gamma)
         self.optimizers["D"].zero_grad(set_to_none=True)
         loss_d.backward()
+        self._average_grads(self.D)
         self.optimizers["D"].step()
         # generator
         self.G.requires_grad_(True)
@@ -220,9 +239,27 @@ class StyleGANTrainer(Trainer):
         loss_g = g_nonsaturating_loss(self.D(self._fakes(cfg.batch_size)))
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
+        self._average_grads(self.G)
         self.optimizers["G"].step()
         self._update_ema()
         return {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()), "r1": float(r1.detach())}
+
+    def _average(self, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(t)
+        return t.div_(self.dist.world_size)
+
+    @torch.no_grad()
+    def _average_grads(self, net: torch.nn.Module) -> None:
+        """Mean of every rank's gradients, flattened into one all-reduce (parameters without a gradient, such as
+        the unused lower-resolution ToRGB layers, are the same on every rank and are skipped)."""
+        if not self.dist.enabled:
+            return
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        flat = self._average(torch.cat([g.flatten() for g in grads]))
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -235,7 +272,7 @@ class StyleGANTrainer(Trainer):
     # --- periodic work -------------------------------------------------------------------------------------
     def after_step(self) -> None:
         every = self.config.snapshot_every
-        if every and self.iteration % every == 0:
+        if self.dist.is_main and every and self.iteration % every == 0:
             self.snapshot()
 
     @torch.no_grad()
