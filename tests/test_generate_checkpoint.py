@@ -155,3 +155,26 @@ def test_only_the_chosen_networks_arrays_are_read(monkeypatch):
     sizes = [v.numel() * 4 for k, v in G.state_dict().items() if k != "synthesis.lod"]
     assert sum(read) == sum(n for n in sizes if n >= 256)      # smaller values are inline (SHORT_BINBYTES)
     assert (DATA / "r32.pkl").stat().st_size > 2.5 * sum(sizes)
+
+
+def test_arrays_inside_protocol_4_frames_load_too(tmp_path):
+    # Python 3.6 (the released files) kept large values inside frames; 3.7+ writes them after. The same stream
+    # re-framed as one big frame must load to the same network.
+    import pickletools
+    import struct
+
+    data = (DATA / "r128.pkl").read_bytes()         # its 128x128 noise maps (64 KiB) were written after frames
+    ops = list(pickletools.genops(data))
+    assert ops[0][0].name == "PROTO"
+    body, last = bytearray(), 2
+    for op, _, pos in ops[1:]:
+        if op.name == "FRAME":
+            body += data[last:pos]
+            last = pos + 9
+    body += data[last:]
+    path = tmp_path / "one_frame.pkl"
+    path.write_bytes(data[:2] + b"\x95" + struct.pack("<Q", len(body)) + bytes(body))
+    assert sum(op.name == "FRAME" for op, _, _ in pickletools.genops(path.read_bytes())) == 1
+    z = torch.from_numpy(np.load(DATA / "r128.npz")["z"])
+    with torch.no_grad():
+        assert torch.equal(load_stylegan(path)(z), load_stylegan(DATA / "r128.pkl")(z))
