@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from facesynth.errors import ConfigError, NoFaceError
 from facesynth.extract import FaceSet, extract_faces
 from facesynth.generate import load_stylegan
+from facesynth.generate.model import Discriminator
 from facesynth.generate.train import (GENERATOR_FILE, StyleGANTrainConfig, StyleGANTrainer, d_logistic_r1_loss,
-                                      g_nonsaturating_loss)
+                                      g_nonsaturating_loss, lod_at, process_reals)
 from facesynth.training import read_log
 
 
@@ -99,3 +100,39 @@ def test_mixing_regularisation_draws_a_second_latent(faces, tmp_path, prob, call
     assert img.shape == (4, 3, 32, 32) and len(seen) == calls
     if calls == 2:
         assert not torch.equal(seen[0], seen[1])
+
+
+def test_progressive_schedule_is_the_official_one():
+    # 32 px from 8 px: lod 2 → 0, each resolution 1 kimg stable then 1 kimg fading in
+    lods = [lod_at(k, 32, 8, 1.0, 1.0) for k in (0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.5, 4.0, 9.0)]
+    assert lods == [2.0, 2.0, 2.0, 1.5, 1.0, 1.0, 0.5, 0.0, 0.0]
+
+
+def test_reals_follow_the_level_of_detail():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    assert torch.equal(process_reals(x, 0.0), x)
+    half = process_reals(x, 1.0)                     # 2x2 averages, shown as 2x2 blocks
+    assert torch.equal(half[0, 0, :2, :2], torch.full((2, 2), 2.5)) and float(half[0, 0, 3, 3]) == 12.5
+    assert torch.allclose(process_reals(x, 0.5), (x + half) / 2)
+
+
+def test_discriminator_reads_the_lower_resolution_while_growing():
+    from facesynth.generate import StyleGANConfig
+
+    D = Discriminator(StyleGANConfig.preset("quick"))
+    img = torch.randn(4, 3, 32, 32)
+    for lod, full_res_used in ((0.0, True), (0.5, True), (1.0, False)):
+        D.lod.fill_(lod)
+        D.zero_grad()
+        D(img).sum().backward()
+        assert (D.fromrgb[0].weight.grad.abs().sum() > 0) == full_res_used
+        assert (D.fromrgb[1].weight.grad is not None and D.fromrgb[1].weight.grad.abs().sum() > 0) == (lod > 0)
+
+
+def test_progressive_training_lowers_the_lod(faces, tmp_path):
+    cfg = quick(progressive=True, lod_initial_resolution=8, lod_training_kimg=0.004, lod_transition_kimg=0.008)
+    tr = StyleGANTrainer(cfg, faces=faces, workdir=tmp_path / "wd", device="cpu", progress=False)
+    tr.train(6)
+    lods = [r["lod"] for r in read_log(tmp_path / "wd")]
+    assert lods == [2.0, 2.0, 1.5, 1.0, 1.0, 0.5]          # batch 4: 4 images stable, 8 fading in, per level
+    assert float(tr.G.synthesis.lod) == 0.5 and float(tr.G_ema.synthesis.lod) == 0.5

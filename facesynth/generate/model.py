@@ -305,9 +305,10 @@ class StyleGAN(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """The official ``D_basic`` layout for training at small resolutions: FromRGB at full resolution, per
-    resolution a 3x3 conv then blur + 3x3 conv + 2x downscale, and at 4x4 the minibatch standard deviation,
-    a conv and two dense layers. Equalised learning rate throughout. (Only G is checked against the official
+    """The official ``D_basic`` layout for training at small resolutions: FromRGB, per resolution a 3x3 conv
+    then blur + 3x3 conv + 2x downscale, and at 4x4 the minibatch standard deviation, a conv and two dense
+    layers. Equalised learning rate throughout. ``lod`` > 0 (progressive growing) blends in a FromRGB of the
+    downscaled image as the official 'linear' structure does. (Only G is checked against the official
     network; this D is trained from scratch here, never loaded from a pickle.)
 
     Shape: images [N, C, R, R] in about [-1, 1] → logits [N].
@@ -317,8 +318,8 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg, self.group = cfg, mbstd_group_size
         ch = cfg.channels                                   # the generator's widths at 4, 8, …, R
-        self.fromrgb = EqualizedWeight((ch[-1], cfg.num_channels, 1, 1), SQRT2, cfg.use_wscale)
-        self.fromrgb_bias = nn.Parameter(torch.zeros(ch[-1]))
+        # fromrgb[k] reads the image at resolution R / 2**k (official FromRGB_lod{k})
+        self.fromrgb = nn.ModuleList(_FromRGB(cfg.num_channels, c, cfg) for c in reversed(ch))
         self.convs = nn.ModuleList()
         for i in range(len(ch) - 1, 0, -1):
             self.convs.append(nn.ModuleList([_DConv(ch[i], ch[i], cfg), _DConv(ch[i], ch[i - 1], cfg)]))
@@ -332,21 +333,36 @@ class Discriminator(nn.Module):
         self.conv4 = _DConv(ch[0] + extra, ch[0], cfg)
         self.dense0 = Dense(ch[0] * 16, ch[0], SQRT2, cfg.use_wscale)
         self.dense1 = Dense(ch[0], 1, 1.0, cfg.use_wscale)
+        self.register_buffer("lod", torch.zeros(()))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        act = self.cfg.nonlinearity
-        x = _act(act, F.conv2d(img, self.fromrgb()) + self.fromrgb_bias.view(1, -1, 1, 1))
-        for conv0, conv1 in self.convs:
+        act, lod = self.cfg.nonlinearity, float(self.lod)
+        x = self.fromrgb[0](img)
+        for k, (conv0, conv1) in enumerate(self.convs):
             x = conv0(x)
             if self.blur_kernel is not None:
                 x = _blur(x, self.blur_kernel.expand(x.shape[1], 1, -1, -1))
             x = F.avg_pool2d(conv1(x, activate=False), 2)
             x = _act(act, x + conv1.bias.view(1, -1, 1, 1))
+            t = min(max(lod - k, 0.0), 1.0)      # official lerp_clip(x, fromrgb(downscaled image), lod - k)
+            if t > 0:
+                img = F.avg_pool2d(img, 2)
+                x = x + (self.fromrgb[k + 1](img) - x) * t
         if self.group > 1:
             x = _minibatch_stddev(x, self.group)
         x = self.conv4(x)
         x = _act(act, self.dense0(x.flatten(1)))
         return self.dense1(x).squeeze(1)
+
+
+class _FromRGB(EqualizedWeight):
+    def __init__(self, cin: int, cout: int, cfg: StyleGANConfig):
+        super().__init__((cout, cin, 1, 1), SQRT2, cfg.use_wscale)
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.nonlinearity = cfg.nonlinearity
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return _act(self.nonlinearity, F.conv2d(img, self.weight * self.coef, self.bias))
 
 
 class _DConv(EqualizedWeight):

@@ -5,8 +5,11 @@ loss for G, logistic loss plus the R1 penalty on reals (``r1_gamma``, every step
 training tricks are kept: style-mixing regularisation (``style_mixing_prob``: past a random layer, W comes
 from a second latent), the moving average of W (``dlatent_avg``, beta 0.995) that truncation uses, an
 exponential moving average of G's weights (``G_ema``, half-life ``ema_kimg`` thousand images: the official
-Gs), Adam with betas (0, 0.99), mirror augmentation. Progressive growing is not implemented: the networks
-train at their final resolution from the start (the "fixed" structure).
+Gs), Adam with betas (0, 0.99), mirror augmentation. Progressive growing is optional (``progressive``): the
+official schedule (``training_loop.training_schedule``) lowers the level of detail ``lod`` from
+``lod_initial_resolution`` to the full resolution, each resolution trained for ``lod_training_kimg`` thousand
+images and faded in over ``lod_transition_kimg``; G, D and the reals follow the official 'linear' structure
+and ``process_reals`` crossfade. Without it the networks train at their final resolution from the start.
 
 Workdir layout: ``config.json``; ``checkpoint.pt`` (atomic, resumed by default; G, D, G_ema, optimisers, RNG);
 ``generator.pt`` (G_ema in ``save_stylegan`` format, rewritten with every checkpoint: ``load_stylegan`` reads
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,8 +47,8 @@ from facesynth.gpu import pick_device, seed_everything
 from facesynth.media import write_image
 from facesynth.training import LRSchedule, Trainer, setup_distributed
 
-__all__ = ["StyleGANTrainer", "StyleGANTrainConfig", "d_logistic_r1_loss", "g_nonsaturating_loss", "CONFIG_FILE",
-           "GENERATOR_FILE"]
+__all__ = ["StyleGANTrainer", "StyleGANTrainConfig", "d_logistic_r1_loss", "g_nonsaturating_loss", "lod_at",
+           "process_reals", "CONFIG_FILE", "GENERATOR_FILE"]
 
 CONFIG_FILE = "config.json"
 GENERATOR_FILE = "generator.pt"
@@ -59,6 +63,10 @@ class StyleGANTrainConfig:
     r1_gamma: float = 10.0              # official FFHQ/CelebA-HQ
     ema_kimg: float = 10.0              # half-life of G_ema in thousands of images (official G_smoothing_kimg)
     mirror: bool = True                 # random horizontal flips (official mirror_augment)
+    progressive: bool = False           # progressive growing (official schedule) instead of the fixed structure
+    lod_initial_resolution: int = 8     # … starting at this resolution
+    lod_training_kimg: float = 600.0    # … thousand images per resolution at full strength
+    lod_transition_kimg: float = 600.0  # … and while fading the next resolution in
     snapshot_every: int = 100           # iterations between snapshot grids (0: never)
     snapshot_seeds: int = 16
     checkpoint_every: int = 500
@@ -88,6 +96,33 @@ class StyleGANTrainConfig:
         d["model"] = StyleGANConfig.from_dict(d["model"])
         d["betas"] = tuple(d["betas"])
         return cls(**d)
+
+
+def lod_at(kimg: float, resolution: int, initial_resolution: int = 8, training_kimg: float = 600.0,
+           transition_kimg: float = 600.0) -> float:
+    """Level of detail after ``kimg`` thousand images (official ``training_schedule``): log2(R / initial) at
+    the start, one less per ``training_kimg + transition_kimg``, falling linearly during each transition; 0 at
+    the end (full resolution)."""
+    phase = training_kimg + transition_kimg
+    phase_idx = int(math.floor(kimg / phase)) if phase > 0 else 0
+    phase_kimg = kimg - phase_idx * phase
+    lod = math.log2(resolution) - math.floor(math.log2(initial_resolution)) - phase_idx
+    if transition_kimg > 0:
+        lod -= max(phase_kimg - training_kimg, 0.0) / transition_kimg
+    return max(lod, 0.0)
+
+
+def process_reals(x: torch.Tensor, lod: float) -> torch.Tensor:
+    """Reals [N, C, R, R] as the network sees them at ``lod`` (official ``process_reals``): at resolution
+    R / 2**floor(lod), crossfaded with their 2x-downscaled version by lod's fraction, upscaled back to R."""
+    if lod <= 0:
+        return x
+    k = 2 ** int(math.floor(lod))
+    y = F.avg_pool2d(x, k) if k > 1 else x
+    frac = lod - math.floor(lod)
+    if frac > 0:
+        y = y + (F.interpolate(F.avg_pool2d(y, 2), scale_factor=2, mode="nearest") - y) * frac
+    return F.interpolate(y, scale_factor=k, mode="nearest") if k > 1 else y
 
 
 def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -212,10 +247,11 @@ class StyleGANTrainer(Trainer):
             if self.dist.enabled:
                 batch_avg = self._average(batch_avg.clone())
             G.dlatent_avg.lerp_(batch_avg, 1 - cfg.dlatent_avg_beta)
-        if cfg.style_mixing_prob > 0 and G.num_layers > 1 and \
+        cur_layers = G.num_layers - 2 * int(float(G.synthesis.lod))     # layers in use at this level of detail
+        if cfg.style_mixing_prob > 0 and cur_layers > 1 and \
                 float(torch.rand((), generator=self.generator)) < cfg.style_mixing_prob:
             z2 = torch.randn(n, cfg.latent_size, generator=self.generator).to(self.device)
-            cutoff = int(torch.randint(1, G.num_layers, (), generator=self.generator))
+            cutoff = int(torch.randint(1, cur_layers, (), generator=self.generator))
             w = torch.cat([w[:, :cutoff], G.mapping(z2)[:, cutoff:]], 1)
         return G.synthesis(w, noise_mode="random")
 
@@ -223,12 +259,15 @@ class StyleGANTrainer(Trainer):
         cfg = self.config
         self.G.train()
         self.D.train()
+        lod = self.current_lod()
+        self.G.synthesis.lod.fill_(lod)
+        self.D.lod.fill_(lod)
         # discriminator
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         with torch.no_grad():
             fake = self._fakes(cfg.batch_size)
-        loss_d, r1 = d_logistic_r1_loss(self.D, self._reals(), fake, cfg.r1_gamma)
+        loss_d, r1 = d_logistic_r1_loss(self.D, process_reals(self._reals(), lod), fake, cfg.r1_gamma)
         self.optimizers["D"].zero_grad(set_to_none=True)
         loss_d.backward()
         self._average_grads(self.D)
@@ -242,7 +281,17 @@ class StyleGANTrainer(Trainer):
         self._average_grads(self.G)
         self.optimizers["G"].step()
         self._update_ema()
-        return {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()), "r1": float(r1.detach())}
+        losses = {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d.detach()), "r1": float(r1.detach())}
+        return {**losses, "lod": lod} if cfg.progressive else losses
+
+    def current_lod(self) -> float:
+        """The level of detail at this iteration (0 without progressive growing)."""
+        cfg = self.config
+        if not cfg.progressive:
+            return 0.0
+        kimg = self.iteration * cfg.batch_size * self.dist.world_size / 1000
+        return lod_at(kimg, cfg.model.resolution, cfg.lod_initial_resolution, cfg.lod_training_kimg,
+                      cfg.lod_transition_kimg)
 
     def _average(self, t: torch.Tensor) -> torch.Tensor:
         import torch.distributed as tdist
