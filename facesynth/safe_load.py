@@ -241,6 +241,18 @@ class _LazyRestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler:
 
         self._lazy(struct.unpack("<Q", self.read(8))[0])
 
+    def _load_build(self) -> None:
+        # BUILD on an object without __setstate__ would set attributes with setattr: on an allowed class or
+        # function that is a change to this process's code (a later load would see it), so only stand-ins
+        # that define __setstate__ may be built
+        inst = self.stack[-2] if len(self.stack) >= 2 else None
+        if getattr(type(inst), "__setstate__", None) is None:
+            raise UnsafeCheckpointError(f"{self._source}: refused to load: it sets attributes of a "
+                                        f"{type(inst).__name__} object, which a weights file never does; nothing "
+                                        f"was executed")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = _load_build
     dispatch[pickle.FRAME[0]] = _load_frame
     dispatch[pickle.BINBYTES[0]] = _load_binbytes
     dispatch[pickle.BINBYTES8[0]] = _load_binbytes8

@@ -178,3 +178,16 @@ def test_arrays_inside_protocol_4_frames_load_too(tmp_path):
     z = torch.from_numpy(np.load(DATA / "r128.npz")["z"])
     with torch.no_grad():
         assert torch.equal(load_stylegan(path)(z), load_stylegan(DATA / "r128.pkl")(z))
+
+
+def test_setting_attributes_of_the_allowed_classes_is_refused(tmp_path):
+    # BUILD applied to an allowed class itself (the numpy.ndarray stand-in) rather than an instance would set
+    # class attributes with setattr: a change to this process's code that every later load would see
+    from facesynth.generate import checkpoint
+
+    data = (b"\x80\x04\x8c\x05numpy\x94\x8c\x07ndarray\x94\x93\x94"        # the class numpy.ndarray
+            b"N}\x8c\x06hacked\x88s\x86b.")               # BUILD (None, {"hacked": True}), STOP
+    (tmp_path / "build.pkl").write_bytes(data)
+    with pytest.raises(UnsafeCheckpointError, match="sets attributes"):
+        load_stylegan(tmp_path / "build.pkl")
+    assert not hasattr(checkpoint._NDArrayTag, "hacked")
