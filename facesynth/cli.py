@@ -334,10 +334,128 @@ def _run_reenact(args) -> int:
     return 0
 
 
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="faces of people who do not exist, from a StyleGAN pickle (no TensorFlow)",
+                       description="Images from an official StyleGAN v1 pickle (read safely, never executed) or a "
+                                   "facesynth StyleGAN file: a grid of seeds, a truncation sweep, the style-mixing "
+                                   "grid, an interpolation video, or noise variation.")
+    p.add_argument("output", help="image (.png/.jpg) for a grid; a folder for one image per seed; .mp4 for --mode video")
+    p.add_argument("--pkl", default="stylegan-celebahq",
+                   help="official .pkl, facesynth .pt, or registry name (default stylegan-celebahq)")
+    p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9 (default 0-15)")
+    p.add_argument("--trunc", type=float, default=0.7, help="truncation psi (1 = off; default 0.7)")
+    p.add_argument("--cutoff", type=int, default=8, help="truncate W rows below this layer (default 8)")
+    p.add_argument("--noise-mode", default="const", choices=["const", "random", "none"])
+    p.add_argument("--mode", default="images", choices=["images", "truncation", "mixing", "video", "noise"],
+                   help="images: seeds grid/folder; truncation: each seed at psi 1..-1; mixing: --seeds as sources "
+                        "x --dst-seeds; video: interpolation through the seeds; noise: one seed, random noise")
+    p.add_argument("--dst-seeds", default="100-103", help="destination seeds of --mode mixing (default 100-103)")
+    p.add_argument("--styles", default="coarse", choices=["coarse", "middle", "fine"],
+                   help="W rows that --mode mixing copies from the sources (default coarse)")
+    p.add_argument("--space", default="z", choices=["z", "w"], help="--mode video: slerp in Z or lerp in W")
+    p.add_argument("--steps", type=int, default=30, help="--mode video: frames per pair of seeds (default 30)")
+    p.add_argument("--fps", type=_positive_float, default=30.0)
+    p.add_argument("--cols", type=int, default=None, help="grid columns (default: square)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+
+
+def _run_generate(args) -> int:
+    from facesynth.generate import load_stylegan
+    from facesynth.generate import sampling as S
+    from facesynth.gpu import pick_device
+    from facesynth.media import write_image
+
+    G = load_stylegan(args.pkl, device=pick_device(args.device))
+    seeds = S.parse_seeds(args.seeds)
+    out = Path(args.output)
+    note = f"{G.resolution}x{G.resolution}, psi {args.trunc:g}, cutoff {args.cutoff}, noise {args.noise_mode}"
+    if args.mode == "video":
+        S.write_interpolation_video(G, out, seeds, steps=args.steps, space=args.space, fps=args.fps,
+                                    truncation_psi=args.trunc, truncation_cutoff=args.cutoff, noise_mode=args.noise_mode)
+        print(f"interpolation ({'slerp Z' if args.space == 'z' else 'lerp W'}) through seeds {args.seeds} → {out} ({note})")
+        return 0
+    cols = args.cols
+    if args.mode == "images":
+        images = S.generate_images(G, seeds, args.trunc, args.cutoff, args.noise_mode, args.batch_size)
+        if out.suffix == "":
+            for seed, img in zip(seeds, images):
+                write_image(out / f"seed{seed:04d}.png", S.to_unit(img))
+            print(f"{len(seeds)} images → {out}/ ({note})")
+            return 0
+    elif args.mode == "truncation":
+        psis = (1.0, 0.7, 0.5, 0.0, -0.5, -1.0)
+        images, cols = S.truncation_sweep(G, seeds, psis, args.cutoff, args.noise_mode), len(psis)
+    elif args.mode == "mixing":
+        dst = S.parse_seeds(args.dst_seeds)
+        images = S.style_mixing_grid(G, seeds, dst, args.styles, args.trunc, args.noise_mode)
+        cols = len(seeds) + 1
+    else:
+        images, _ = S.noise_variation(G, seeds[0], n=8, truncation_psi=args.trunc, truncation_cutoff=args.cutoff)
+    write_image(out, S.to_unit(S.image_grid(images, cols)))
+    print(f"{args.mode}: {len(images)} images → {out} ({note})")
+    return 0
+
+
+def _add_project(sub) -> None:
+    p = sub.add_parser("project", help="find the StyleGAN W (or W+) of a real face, then mix its styles",
+                       description="Align the face of a photo, optimise W (or W+ with --wplus) so that the generator "
+                                   "draws it (pixel loss, plus VGG16 perceptual loss when its weights are cached), "
+                                   "and write w.pt, projected.png, compare.png and, with --mix-seeds, mixing.png.")
+    p.add_argument("target", help="photo of a face (aligned first, unless --no-align)")
+    p.add_argument("output", help="folder for w.pt and the images")
+    p.add_argument("--pkl", default="stylegan-celebahq", help="official .pkl, facesynth .pt, or registry name")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--wplus", action="store_true", help="one W per layer (closer fit) instead of one shared W")
+    p.add_argument("--lr", type=_positive_float, default=0.05)
+    p.add_argument("--no-align", action="store_true", help="the target is already an aligned crop")
+    p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
+    p.add_argument("--mix-seeds", default=None,
+                   help="generated faces to mix with: each row shows the face, it with the projection's coarse "
+                        "styles, and it with the projection's fine styles")
+    p.add_argument("--device", default="auto")
+
+
+def _run_project(args) -> int:
+    import torch
+
+    from facesynth.generate import load_stylegan
+    from facesynth.generate import sampling as S
+    from facesynth.generate.project import project, project_face
+    from facesynth.gpu import pick_device
+    from facesynth.media import read_image, write_image
+    from facesynth.training import atomic_torch_save
+
+    G = load_stylegan(args.pkl, device=pick_device(args.device))
+    options = dict(steps=args.steps, w_plus=args.wplus, lr=args.lr)
+    if args.no_align:
+        res = project(G, read_image(args.target), **options)
+    else:
+        res = project_face(G, args.target, detector=args.detector, **options)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(res.w.cpu(), out / "w.pt")
+    write_image(out / "projected.png", S.to_unit(res.image[0]).cpu())
+    write_image(out / "compare.png", S.to_unit(S.image_grid(torch.cat([res.target, res.image]).cpu(), cols=2)))
+    if args.mix_seeds:
+        seeds = S.parse_seeds(args.mix_seeds)
+        w_gen = G.mapping(S.seed_latents(seeds, G.z_dim).to(res.w.device))
+        cells = []
+        for j in range(len(seeds)):
+            cells += [G.synthesis(w_gen[j:j + 1]).cpu(), S.style_mixing(G, res.w, w_gen[j:j + 1], "coarse"),
+                      S.style_mixing(G, res.w, w_gen[j:j + 1], "fine" if G.num_layers > 8 else range(4, G.num_layers))]
+        write_image(out / "mixing.png", S.to_unit(S.image_grid(torch.cat(cells), cols=3)))
+    space = "W+" if args.wplus else "W"
+    print(f"projected into {space} in {args.steps} steps (pixel loss {res.pixel_losses[-1]:.4f}"
+          f"{', with VGG16 perceptual loss' if res.perceptual else ', pixel loss only'}) → {out}")
+    return 0
+
+
 COMMANDS = {"extract": (_add_extract, _run_extract), "demo": (_add_demo, _run_demo),
             "train-swap": (_add_train_swap, _run_train_swap), "prune": (_add_prune, _run_prune),
             "convert": (_add_convert, _run_convert), "reenact": (_add_reenact, _run_reenact),
-            "weights": (_add_weights, _run_weights), "samples": (_add_samples, _run_samples)}
+            "weights": (_add_weights, _run_weights), "samples": (_add_samples, _run_samples),
+            "generate": (_add_generate, _run_generate), "project": (_add_project, _run_project)}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,8 @@ import torch
 
 from facesynth.errors import CheckpointError, UnsafeCheckpointError
 
-__all__ = ["load_torch", "load_state_dict", "RestrictedUnpickler", "restricted_load"]
+__all__ = ["load_torch", "load_state_dict", "RestrictedUnpickler", "restricted_load", "LazyBytes",
+           "restricted_load_lazy"]
 
 _BLOCKED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global:)\s*(?:GLOBAL\s*)?([\w.]+)")
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"}
@@ -151,15 +152,122 @@ def restricted_load(path_or_bytes: str | os.PathLike | bytes, allowed: Mapping[t
                     on_error: Callable[[Exception], Exception] | None = None) -> Any:
     """Unpickle a file (or bytes) with RestrictedUnpickler; damaged data raises CheckpointError."""
     if isinstance(path_or_bytes, (bytes, bytearray)):
-        source, data = "pickle", bytes(path_or_bytes)
-    else:
-        p = _check_path(path_or_bytes)
-        source, data = str(p), p.read_bytes()
+        return _restricted_load_stream(io.BytesIO(bytes(path_or_bytes)), "pickle", allowed, on_error)
+    p = _check_path(path_or_bytes)
+    with open(p, "rb") as f:      # streamed, not read whole: a large file is not held twice in memory
+        return _restricted_load_stream(f, str(p), allowed, on_error)
+
+
+def _restricted_load_stream(f, source: str, allowed: Mapping[tuple[str, str], Any],
+                            on_error: Callable[[Exception], Exception] | None) -> Any:
     try:
-        return RestrictedUnpickler(io.BytesIO(data), allowed, source=source).load()
-    except UnsafeCheckpointError:
+        return RestrictedUnpickler(f, allowed, source=source).load()
+    except (UnsafeCheckpointError, CheckpointError):
         raise
     except Exception as e:  # any parse failure of untrusted bytes is the file's fault
         err = on_error(e) if on_error else CheckpointError(
             f"{source}: not a readable pickle ({type(e).__name__}: {_first_line(str(e))}); download it again")
         raise err from None
+
+
+class LazyBytes:
+    """A ``bytes`` value of a pickle left in its file: where it is, and ``read()`` to fetch it (into a fresh,
+    writable bytearray). The unpickler's memo then holds this small record instead of the data."""
+
+    __slots__ = ("path", "offset", "size")
+
+    def __init__(self, path: Path, offset: int, size: int):
+        self.path, self.offset, self.size = path, offset, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self) -> bytearray:
+        buf = bytearray(self.size)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            if f.readinto(buf) != self.size:
+                raise CheckpointError(f"{self.path}: ends inside a stored array; the file is truncated, download it again")
+        return buf
+
+
+class _LazyRestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its byte reads can be overridden
+    """RestrictedUnpickler's allow-list, and every BINBYTES value left in the file as a LazyBytes.
+
+    A pickle of several networks (StyleGAN's (G, D, Gs)) then costs memory only for the arrays the caller reads.
+    Works whether a value sits inside a protocol-4 frame (Python <= 3.6 pickles) or after it (3.7+).
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, path: Path, allowed: Mapping[tuple[str, str], Any]):
+        super().__init__(file)
+        self._fileobj, self._path, self._size = file, path, path.stat().st_size
+        self._allowed, self._source = dict(allowed), str(path)
+        self._frame_start = 0
+
+    find_class = RestrictedUnpickler.find_class
+    persistent_load = RestrictedUnpickler.persistent_load
+
+    def _load_frame(self) -> None:
+        import struct
+
+        frame_size, = struct.unpack("<Q", self.read(8))
+        self._frame_start = self._fileobj.tell()
+        self._unframer.load_frame(frame_size)
+
+    def _lazy(self, size: int) -> None:
+        frame = self._unframer.current_frame
+        if frame is not None:
+            pos = frame.tell()
+            if pos + size > len(frame.getbuffer()):
+                raise pickle.UnpicklingError("pickle exhausted before end of frame")
+            frame.seek(size, 1)
+            offset = self._frame_start + pos
+        else:
+            offset = self._fileobj.tell()
+            self._fileobj.seek(size, 1)
+        if offset + size > self._size:
+            raise pickle.UnpicklingError(f"a {size}-byte value runs past the end of the file")
+        self.append(LazyBytes(self._path, offset, size))
+
+    def _load_binbytes(self) -> None:
+        import struct
+
+        self._lazy(struct.unpack("<I", self.read(4))[0])
+
+    def _load_binbytes8(self) -> None:
+        import struct
+
+        self._lazy(struct.unpack("<Q", self.read(8))[0])
+
+    def _load_build(self) -> None:
+        # BUILD on an object without __setstate__ would set attributes with setattr: on an allowed class or
+        # function that is a change to this process's code (a later load would see it), so only stand-ins
+        # that define __setstate__ may be built
+        inst = self.stack[-2] if len(self.stack) >= 2 else None
+        if getattr(type(inst), "__setstate__", None) is None:
+            raise UnsafeCheckpointError(f"{self._source}: refused to load: it sets attributes of a "
+                                        f"{type(inst).__name__} object, which a weights file never does; nothing "
+                                        f"was executed")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = _load_build
+    dispatch[pickle.FRAME[0]] = _load_frame
+    dispatch[pickle.BINBYTES[0]] = _load_binbytes
+    dispatch[pickle.BINBYTES8[0]] = _load_binbytes8
+
+
+def restricted_load_lazy(path: str | os.PathLike, allowed: Mapping[tuple[str, str], Any],
+                         on_error: Callable[[Exception], Exception] | None = None) -> Any:
+    """``restricted_load`` for large files: ``bytes`` values (array data) come back as LazyBytes, read on demand."""
+    p = _check_path(path)
+    with open(p, "rb") as f:
+        try:
+            return _LazyRestrictedUnpickler(f, p, allowed).load()
+        except (UnsafeCheckpointError, CheckpointError):
+            raise
+        except Exception as e:  # any parse failure of untrusted bytes is the file's fault
+            err = on_error(e) if on_error else CheckpointError(
+                f"{p}: not a readable pickle ({type(e).__name__}: {_first_line(str(e))}); download it again")
+            raise err from None

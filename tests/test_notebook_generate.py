@@ -1,0 +1,53 @@
+"""Notebook 03 (face generation) runs end to end under papermill in QUICK mode, with and without weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_face_generation.ipynb"
+PKL = Path(__file__).parent / "data" / "stylegan" / "r32.pkl"
+
+
+def _run(tmp_path: Path, monkeypatch, **parameters) -> tuple[dict, str, str]:
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOK.parents[1]))      # the kernel imports this checkout's facesynth
+    out_nb = tmp_path / NOTEBOOK.name
+    papermill.execute_notebook(str(NOTEBOOK), str(out_nb), parameters={"QUICK": True, **parameters},
+                               cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+    nb = json.loads(out_nb.read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    return nb, text, html
+
+
+def test_notebook_is_committed_without_outputs_and_has_parameters():
+    nb = json.loads(NOTEBOOK.read_text())
+    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+    assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
+
+
+def test_without_weights_it_trains_quickly_and_says_so(tmp_path, samples, monkeypatch):
+    from facesynth.media import probe
+    from facesynth.training import read_log
+
+    out = tmp_path / "nb03"
+    _, text, html = _run(tmp_path, monkeypatch, OUT=str(out), DETECTOR="dlib", SOURCE=str(samples.talking_head))
+    assert "no released weights found: trained here for 80 steps on 40 faces" in text
+    assert read_log(out / "model")[-1]["iteration"] == 80
+    for png in ("faces.png", "loss.png", "gallery.png", "truncation.png", "mixing.png", "noise.png", "projection.png",
+                "projection_mixing.png"):
+        assert (out / png).stat().st_size > 2_000, png
+    assert probe(out / "interpolation_z.mp4").frame_count == 3 * 12 + 1
+    assert "<video" in html and "base64" in html
+    assert "pixel loss only" in text                         # no VGG16 weights in the test environment: said plainly
+
+
+def test_with_a_released_pickle_it_uses_it(tmp_path, monkeypatch):
+    out = tmp_path / "nb03w"
+    _, text, _ = _run(tmp_path, monkeypatch, OUT=str(out), PKL=str(PKL))
+    assert "released weights r32.pkl; 32x32, 8 style inputs" in text
+    assert not (out / "model").exists() and (out / "gallery.png").is_file()
