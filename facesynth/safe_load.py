@@ -122,19 +122,34 @@ def _first_line(text: str) -> str:
     return lines[0][:200] if lines else "no detail"
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(pickle._Unpickler):   # the pure-Python unpickler: BUILD can be checked
     """A pickle reader for which only allow-listed globals exist.
 
     ``allowed`` maps ``(module, name)`` to the object to use in its place: the real one when it is harmless
     (``collections.OrderedDict``), or a stand-in class that only records its state. Any other global, and any
     persistent id, raises UnsafeCheckpointError; since REDUCE can only call what ``find_class`` returned,
-    nothing outside the allow-list can run.
+    nothing outside the allow-list can run. BUILD is allowed only on objects that define ``__setstate__``.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, allowed: Mapping[tuple[str, str], Any], source: str = "pickle"):
         super().__init__(file)
         self._allowed = dict(allowed)
         self._source = source
+
+    def _load_build(self) -> None:
+        # BUILD on an object without __setstate__ would set attributes with setattr: on an allowed class or
+        # function that is a change to this process's code (a later load would see it), so only stand-ins
+        # that define __setstate__ may be built
+        inst = self.stack[-2] if len(self.stack) >= 2 else None
+        if getattr(type(inst), "__setstate__", None) is None:
+            raise UnsafeCheckpointError(f"{self._source}: refused to load: it sets attributes of a "
+                                        f"{type(inst).__name__} object, which a weights file never does; nothing "
+                                        f"was executed")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -191,23 +206,19 @@ class LazyBytes:
         return buf
 
 
-class _LazyRestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its byte reads can be overridden
+class _LazyRestrictedUnpickler(RestrictedUnpickler):  # pure Python: its byte reads can be overridden
     """RestrictedUnpickler's allow-list, and every BINBYTES value left in the file as a LazyBytes.
 
     A pickle of several networks (StyleGAN's (G, D, Gs)) then costs memory only for the arrays the caller reads.
     Works whether a value sits inside a protocol-4 frame (Python <= 3.6 pickles) or after it (3.7+).
     """
 
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch = dict(RestrictedUnpickler.dispatch)
 
     def __init__(self, file, path: Path, allowed: Mapping[tuple[str, str], Any]):
-        super().__init__(file)
+        super().__init__(file, allowed, source=str(path))
         self._fileobj, self._path, self._size = file, path, path.stat().st_size
-        self._allowed, self._source = dict(allowed), str(path)
         self._frame_start = 0
-
-    find_class = RestrictedUnpickler.find_class
-    persistent_load = RestrictedUnpickler.persistent_load
 
     def _load_frame(self) -> None:
         import struct
@@ -241,18 +252,6 @@ class _LazyRestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler:
 
         self._lazy(struct.unpack("<Q", self.read(8))[0])
 
-    def _load_build(self) -> None:
-        # BUILD on an object without __setstate__ would set attributes with setattr: on an allowed class or
-        # function that is a change to this process's code (a later load would see it), so only stand-ins
-        # that define __setstate__ may be built
-        inst = self.stack[-2] if len(self.stack) >= 2 else None
-        if getattr(type(inst), "__setstate__", None) is None:
-            raise UnsafeCheckpointError(f"{self._source}: refused to load: it sets attributes of a "
-                                        f"{type(inst).__name__} object, which a weights file never does; nothing "
-                                        f"was executed")
-        pickle._Unpickler.load_build(self)
-
-    dispatch[pickle.BUILD[0]] = _load_build
     dispatch[pickle.FRAME[0]] = _load_frame
     dispatch[pickle.BINBYTES[0]] = _load_binbytes
     dispatch[pickle.BINBYTES8[0]] = _load_binbytes8
