@@ -272,8 +272,8 @@ def test_restricted_load_damaged_is_checkpoint_error(tmp_path):
 
 
 def test_restricted_load_refuses_to_set_attributes_of_an_allowed_class():
-    # GLOBAL collections.OrderedDict, then BUILD with a (None, slotstate) pair: the plain unpickler would run
-    # setattr(OrderedDict, "__repr__", ...) and change the class for the whole process
+    # GLOBAL collections.OrderedDict, then BUILD with a (None, slotstate) pair: the plain unpickler calls
+    # setattr on the class itself (an allow-listed Python class would be changed for the whole process)
     data = (b"\x80\x02ccollections\nOrderedDict\nq\x00N}q\x01X\x0f\x00\x00\x00facesynth_taint"
             b"q\x02K\x01s\x86q\x03b.")
     with pytest.raises(UnsafeCheckpointError, match="sets attributes"):
