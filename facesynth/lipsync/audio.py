@@ -1,0 +1,181 @@
+"""Wav2Lip's audio features: the official mel spectrogram and its per-video-frame windows.
+
+``melspectrogram`` reproduces the official ``audio.melspectrogram`` (Rudrabha/Wav2Lip ``audio.py`` with the
+``hparams.py`` defaults, as run under its pinned librosa 0.7) in numpy, without librosa: pre-emphasis 0.97,
+STFT (n_fft 800, hop 200, periodic Hann window 800, centred with **reflect** padding — librosa ≥ 0.10 pads
+with zeros by default, which moves the first and last two frames by up to 1.4), magnitude, 80 Slaney mel
+bands 55–7600 Hz with Slaney area normalisation, ``20·log10(max(1e-5, ·)) − 20``, then ``8·(S+100)/100 − 4``
+clipped to ±4. 16 kHz audio gives 80 mel frames per second.
+
+``chunk_starts`` is the official inference loop's windowing: one 16-frame window (200 ms, looking ahead of
+the frame time) per output video frame.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from facesynth.errors import MediaError
+
+__all__ = ["SAMPLE_RATE", "HOP", "N_FFT", "N_MELS", "MEL_STEP", "melspectrogram", "mel_filterbank", "load_audio",
+           "chunk_starts", "mel_windows", "iter_mel_windows"]
+
+SAMPLE_RATE = 16000
+N_FFT = 800            # = window length
+HOP = 200              # 12.5 ms: 80 mel frames per second
+N_MELS = 80
+FMIN, FMAX = 55.0, 7600.0
+PREEMPHASIS = 0.97
+MIN_LEVEL_DB, REF_LEVEL_DB, MAX_ABS = -100.0, 20.0, 4.0
+MEL_STEP = 16          # mel frames per window (official ``mel_step_size``)
+MEL_FPS = SAMPLE_RATE / HOP
+_BLOCK = 2048          # STFT frames per block, so memory stays small for long audio
+
+
+def melspectrogram(wav: np.ndarray | torch.Tensor, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """The official Wav2Lip mel spectrogram of a mono signal.
+
+    Args:
+        wav: mono samples in [-1, 1], shape (N,) (numpy or torch, any float dtype).
+        sr: its sample rate; other rates than 16 kHz are resampled to 16 kHz first (polyphase, so results
+            differ slightly from the official librosa/resampy resampling).
+
+    Returns:
+        float32 (80, 1 + N16 // 200) in [-4, 4], N16 the length at 16 kHz.
+
+    Raises:
+        MediaError: not a 1-D signal, non-finite samples, or shorter than one STFT window (401 samples).
+
+    Example:
+        >>> melspectrogram(np.zeros(32000, np.float32)).shape
+        (80, 161)
+    """
+    x = wav.detach().cpu().double().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float64)
+    if x.ndim != 1:
+        raise MediaError(f"melspectrogram expects mono samples of shape (N,), got {x.shape}; average the "
+                         f"channels first (media.read_audio decodes any file as mono)")
+    if not np.all(np.isfinite(x)):
+        raise MediaError("the audio contains NaN or infinite samples; decode it again or clean it")
+    if sr != SAMPLE_RATE:
+        x = _resample(x, sr)
+    if x.size <= N_FFT // 2:
+        raise MediaError(f"the audio has {x.size} samples at 16 kHz; at least {N_FFT // 2 + 1} (25 ms) are needed")
+    y = np.empty_like(x)
+    y[0] = x[0]
+    y[1:] = x[1:] - PREEMPHASIS * x[:-1]
+    # centred frames: the official librosa 0.7 stft pads n_fft/2 on both sides by reflection
+    padded = np.pad(y, N_FFT // 2, mode="reflect")
+    n_frames = 1 + (padded.size - N_FFT) // HOP
+    window = _hann(N_FFT)
+    basis = mel_filterbank()
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
+    out = np.empty((N_MELS, n_frames), np.float32)
+    for start in range(0, n_frames, _BLOCK):
+        spec = np.abs(np.fft.rfft(frames[start:start + _BLOCK] * window, axis=1))      # (t, 401)
+        mel = basis @ spec.T                                                            # (80, t)
+        db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
+        norm = 2 * MAX_ABS * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS
+        out[:, start:start + _BLOCK] = np.clip(norm, -MAX_ABS, MAX_ABS)
+    return out
+
+
+def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS, fmin: float = FMIN,
+                   fmax: float = FMAX) -> np.ndarray:
+    """Triangular mel filters on the Slaney scale with Slaney area normalisation (librosa's ``htk=False``,
+    ``norm="slaney"``, what the official ``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)`` gives).
+
+    Shape: (n_mels, 1 + n_fft // 2), float64.
+    """
+    fft_freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(rising, falling))
+    return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Decode the sound of any file (wav, mp3, a video…) as mono float32 at 16 kHz, through the bundled ffmpeg.
+
+    Raises MediaError when the file is missing or has no audio stream.
+    """
+    from facesynth.media import read_audio
+
+    return read_audio(path, sr=SAMPLE_RATE)
+
+
+def chunk_starts(num_mel_frames: int, fps: float, window: int = MEL_STEP) -> np.ndarray:
+    """First mel frame of each output video frame's window, as the official inference loop makes them.
+
+    Frame i starts at ``int(i * (80 / fps))`` (float64, ``80 / fps`` computed first) while the window fits;
+    then one last window ending at the last mel frame is added and the list stops, so the last start is
+    always ``num_mel_frames - window`` and may repeat the one before.
+
+    Shape: (number of output frames,) int64.
+
+    Raises:
+        MediaError: fewer than ``window`` mel frames (audio shorter than 0.2 s), or a non-positive fps.
+    """
+    if not fps or not np.isfinite(fps) or fps <= 0:
+        raise MediaError(f"fps must be a positive number, got {fps}")
+    if num_mel_frames < window:
+        raise MediaError(f"the audio gives {num_mel_frames} mel frames but one window needs {window} "
+                         f"({window / MEL_FPS:.2f} s); use a longer sound")
+    step = 80.0 / fps
+    last = num_mel_frames - window
+    n = int((last + 1) / step) + 3
+    starts = np.floor(np.arange(n, dtype=np.float64) * step).astype(np.int64)
+    starts = starts[starts <= last]
+    return np.append(starts, last)
+
+
+def mel_windows(mel: np.ndarray | torch.Tensor, starts: np.ndarray) -> torch.Tensor:
+    """The windows of ``mel`` beginning at ``starts``, in the network's layout.
+
+    Shape: mel (80, T), starts (B,) → float32 (B, 1, 80, 16).
+    """
+    m = torch.as_tensor(np.asarray(mel), dtype=torch.float32)
+    idx = torch.as_tensor(np.asarray(starts), dtype=torch.long)[:, None] + torch.arange(MEL_STEP)
+    return m[:, idx].permute(1, 0, 2).unsqueeze(1).contiguous()
+
+
+def iter_mel_windows(mel: np.ndarray, fps: float, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first frame index, windows (b, 1, 80, 16))`` batches over all of ``chunk_starts(mel, fps)``."""
+    starts = chunk_starts(mel.shape[1], fps)
+    for i in range(0, len(starts), batch_size):
+        yield i, mel_windows(mel, starts[i:i + batch_size])
+
+
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window (scipy's ``get_window('hann', n, fftbins=True)``, which librosa uses)."""
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+
+
+def _hz_to_mel(f):
+    """Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above (27 mels per 6.4x)."""
+    f = np.asarray(f, np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
+
+
+def _mel_to_hz(m):
+    m = np.asarray(m, np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def _resample(x: np.ndarray, sr: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise MediaError(f"sample rate must be a positive integer, got {sr!r}")
+    ratio = Fraction(SAMPLE_RATE, int(sr))
+    return resample_poly(x, ratio.numerator, ratio.denominator)
