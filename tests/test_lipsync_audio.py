@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from facesynth.errors import MediaError
-from facesynth.lipsync import chunk_starts, load_audio, mel_filterbank, mel_windows, melspectrogram
+from facesynth.lipsync import (MelWindows, chunk_starts, count_mel_frames, iter_audio, iter_mel, load_audio,
+                               mel_filterbank, mel_windows, melspectrogram)
 
 DATA = Path(__file__).parent / "data" / "wav2lip"
 
@@ -112,3 +113,51 @@ def test_mel_windows_have_the_network_layout(ref):
     windows = mel_windows(ref["mel"], np.array([0, 3, 145]))
     assert windows.shape == (3, 1, 80, 16) and windows.dtype == torch.float32
     assert torch.equal(windows[1, 0], torch.from_numpy(ref["mel"][:, 3:19]))
+
+
+@pytest.mark.parametrize("block", [1, 199, 401, 5000])
+def test_streamed_mel_equals_the_whole_signal_mel(ref, block):
+    wav = ref["pcm"].astype(np.float32) / 32768
+    streamed = np.concatenate(list(iter_mel(wav[i:i + block] for i in range(0, wav.size, block))), axis=1)
+    assert streamed.shape == (80, 161)
+    assert np.abs(streamed - ref["mel"]).max() < 1e-4
+
+
+@pytest.mark.parametrize("n", [401, 599, 12345])
+def test_mel_of_any_length_equals_a_direct_reflect_padded_stft(n):
+    x = np.random.default_rng(n).standard_normal(n) * 0.1
+    y = np.concatenate(([x[0]], x[1:] - 0.97 * x[:-1]))
+    padded = np.pad(y, 400, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, 800)[::200]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(800) / 800)
+    mel = mel_filterbank() @ np.abs(np.fft.rfft(frames * window, axis=1)).T
+    expected = np.clip(8 * ((20 * np.log10(np.maximum(1e-5, mel)) - 20 + 100) / 100) - 4, -4, 4)
+    got = np.concatenate(list(iter_mel(x[i:i + 1000] for i in range(0, n, 1000))), axis=1)
+    assert got.shape == expected.shape == (80, 1 + n // 200)
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_iter_audio_streams_the_same_samples_as_load_audio(ref, tmp_path):
+    from scipy.io import wavfile
+
+    path = tmp_path / "speech.wav"
+    wavfile.write(path, 16000, ref["pcm"])
+    blocks = list(iter_audio(path, block=7000))
+    assert [b.size for b in blocks] == [7000] * 4 + [4000]
+    assert np.array_equal(np.concatenate(blocks), load_audio(path))
+    assert count_mel_frames(path) == 161
+    with pytest.raises(MediaError, match="no such audio"):
+        list(iter_audio(tmp_path / "missing.wav"))
+
+
+def test_mel_windows_stream_from_a_file_as_the_official_chunks(ref, tmp_path):
+    from scipy.io import wavfile
+
+    path = tmp_path / "speech.wav"
+    wavfile.write(path, 16000, ref["pcm"])
+    starts = chunk_starts(161, 25)
+    stream = MelWindows(path)
+    got = torch.cat([stream.take(starts[i:i + 10]) for i in range(0, len(starts), 10)])
+    expected = mel_windows(ref["mel"], starts)
+    assert got.shape == (47, 1, 80, 16)
+    assert (got - expected).abs().max().item() < 1e-4

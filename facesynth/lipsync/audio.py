@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
-from typing import Iterator
+from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from facesynth.errors import MediaError
 
-__all__ = ["SAMPLE_RATE", "HOP", "N_FFT", "N_MELS", "MEL_STEP", "melspectrogram", "mel_filterbank", "load_audio",
-           "chunk_starts", "mel_windows", "iter_mel_windows"]
+__all__ = ["SAMPLE_RATE", "HOP", "N_FFT", "N_MELS", "MEL_STEP", "melspectrogram", "iter_mel", "mel_filterbank",
+           "load_audio", "iter_audio", "count_mel_frames", "chunk_starts", "mel_windows", "MelWindows"]
 
 SAMPLE_RATE = 16000
 N_FFT = 800            # = window length
@@ -58,23 +59,59 @@ def melspectrogram(wav: np.ndarray | torch.Tensor, sr: int = SAMPLE_RATE) -> np.
     if x.ndim != 1:
         raise MediaError(f"melspectrogram expects mono samples of shape (N,), got {x.shape}; average the "
                          f"channels first (media.read_audio decodes any file as mono)")
-    if not np.all(np.isfinite(x)):
-        raise MediaError("the audio contains NaN or infinite samples; decode it again or clean it")
     if sr != SAMPLE_RATE:
         x = _resample(x, sr)
-    if x.size <= N_FFT // 2:
-        raise MediaError(f"the audio has {x.size} samples at 16 kHz; at least {N_FFT // 2 + 1} (25 ms) are needed")
-    y = np.empty_like(x)
-    y[0] = x[0]
-    y[1:] = x[1:] - PREEMPHASIS * x[:-1]
-    # centred frames: the official librosa 0.7 stft pads n_fft/2 on both sides by reflection
-    padded = np.pad(y, N_FFT // 2, mode="reflect")
-    n_frames = 1 + (padded.size - N_FFT) // HOP
-    window = _hann(N_FFT)
-    basis = mel_filterbank()
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
-    out = np.empty((N_MELS, n_frames), np.float32)
-    for start in range(0, n_frames, _BLOCK):
+    blocks = (x[i:i + _BLOCK * HOP] for i in range(0, x.size, _BLOCK * HOP))
+    return np.concatenate(list(iter_mel(blocks)), axis=1)
+
+
+def iter_mel(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """``melspectrogram`` of a signal that arrives in blocks: yields its mel frames in order, (80, t) float32 each.
+
+    ``blocks`` are consecutive pieces of one mono 16 kHz signal, of any lengths. Memory stays at one block
+    plus one STFT window, however long the signal: pre-emphasis carries its last sample over, and the centred
+    STFT's reflect padding needs only the first and the last 401 samples. The frames equal ``melspectrogram``'s.
+
+    Raises:
+        MediaError: non-finite samples, or fewer than 401 samples in all.
+    """
+    window, basis = _hann(N_FFT), mel_filterbank()
+    pad = N_FFT // 2
+    previous = 0.0          # x[-1] = 0: the official lfilter starts from rest
+    head: np.ndarray | None = None    # the first samples, until there are enough for the left reflection
+    buf = np.empty(0)       # the padded signal from the next frame's start on
+    for block in blocks:
+        x = np.asarray(block, np.float64).ravel()
+        if x.size == 0:
+            continue
+        if not np.all(np.isfinite(x)):
+            raise MediaError("the audio contains NaN or infinite samples; decode it again or clean it")
+        y = x - PREEMPHASIS * np.concatenate(([previous], x[:-1]))
+        previous = x[-1]
+        if head is not None or buf.size == 0:
+            head = y if head is None else np.concatenate((head, y))
+            if head.size <= pad:
+                continue
+            y, head = np.concatenate((head[pad:0:-1], head)), None   # left reflection, then the signal
+        buf = np.concatenate((buf, y))
+        n = (buf.size - N_FFT) // HOP + 1 if buf.size >= N_FFT else 0
+        if n:
+            yield _mel_frames(buf, n, window, basis)
+            buf = buf[n * HOP:]
+    if head is not None or buf.size == 0:
+        got = 0 if head is None else head.size
+        raise MediaError(f"the audio has {got} samples at 16 kHz; at least {pad + 1} (25 ms) are needed")
+    buf = np.concatenate((buf, buf[-2:-pad - 2:-1]))          # right reflection of the last samples
+    n = (buf.size - N_FFT) // HOP + 1
+    if n > 0:
+        yield _mel_frames(buf, n, window, basis)
+
+
+def _mel_frames(padded: np.ndarray, n: int, window: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Mel frames of the first ``n`` windows (hop 200) of a padded signal → (80, n) float32, official scaling."""
+    frames = np.lib.stride_tricks.sliding_window_view(padded[:(n - 1) * HOP + N_FFT], N_FFT)[::HOP]
+    out = np.empty((N_MELS, n), np.float32)
+    for start in range(0, n, _BLOCK):
         spec = np.abs(np.fft.rfft(frames[start:start + _BLOCK] * window, axis=1))      # (t, 401)
         mel = basis @ spec.T                                                            # (80, t)
         db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
@@ -103,11 +140,50 @@ def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_ME
 def load_audio(path: str | os.PathLike) -> np.ndarray:
     """Decode the sound of any file (wav, mp3, a video…) as mono float32 at 16 kHz, through the bundled ffmpeg.
 
-    Raises MediaError when the file is missing or has no audio stream.
+    Raises MediaError when the file is missing or has no audio stream. ``iter_audio`` streams instead.
     """
     from facesynth.media import read_audio
 
     return read_audio(path, sr=SAMPLE_RATE)
+
+
+def iter_audio(path: str | os.PathLike, block: int = 10 * SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Stream the sound of any file as mono float32 blocks of ``block`` samples at 16 kHz (the last one shorter).
+
+    Decoded by the bundled ffmpeg through a pipe, so memory does not depend on the sound's length; the samples
+    equal ``load_audio``'s. Raises MediaError when nothing can be decoded.
+    """
+    import subprocess
+
+    from facesynth.media import ffmpeg_exe
+
+    p = Path(path)
+    if not p.is_file():
+        raise MediaError(f"{p}: no such audio file; check the path")
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(p), "-vn", "-ac", "1",
+           "-ar", str(SAMPLE_RATE), "-f", "s16le", "-acodec", "pcm_s16le", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    total = 0
+    try:
+        while True:
+            data = proc.stdout.read(2 * block)
+            if not data:
+                break
+            data = data[:len(data) - len(data) % 2]
+            total += len(data) // 2
+            yield np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        proc.stderr.close()
+        code = proc.wait()
+    if code != 0 or total == 0:
+        raise MediaError(f"{p}: no audio could be decoded ({err[-1] if err else 'no audio stream'})")
+
+
+def count_mel_frames(path: str | os.PathLike) -> int:
+    """Number of mel frames the sound of ``path`` gives (``1 + samples // 200`` at 16 kHz), by streaming it once."""
+    return 1 + sum(b.size for b in iter_audio(path)) // HOP
 
 
 def chunk_starts(num_mel_frames: int, fps: float, window: int = MEL_STEP) -> np.ndarray:
@@ -145,11 +221,41 @@ def mel_windows(mel: np.ndarray | torch.Tensor, starts: np.ndarray) -> torch.Ten
     return m[:, idx].permute(1, 0, 2).unsqueeze(1).contiguous()
 
 
-def iter_mel_windows(mel: np.ndarray, fps: float, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(first frame index, windows (b, 1, 80, 16))`` batches over all of ``chunk_starts(mel, fps)``."""
-    starts = chunk_starts(mel.shape[1], fps)
-    for i in range(0, len(starts), batch_size):
-        yield i, mel_windows(mel, starts[i:i + batch_size])
+class MelWindows:
+    """The mel windows of a sound, taken batch by batch in order, computed as the sound streams in.
+
+    ``take(starts)`` returns the windows beginning at ``starts`` (non-decreasing across calls, as
+    ``chunk_starts`` gives them) as (b, 1, 80, 16) float32. Only the mel frames from the current start on are
+    kept, so memory does not grow with the sound's length. ``source`` is a sound file (streamed through ffmpeg)
+    or mono 16 kHz samples.
+    """
+
+    def __init__(self, source: str | os.PathLike | np.ndarray):
+        if isinstance(source, np.ndarray):
+            blocks: Iterable[np.ndarray] = (source[i:i + _BLOCK * HOP] for i in range(0, source.size, _BLOCK * HOP))
+        else:
+            blocks = iter_audio(source)
+        self._frames = iter_mel(blocks)
+        self._mel = np.empty((N_MELS, 0), np.float32)
+        self._offset = 0         # absolute index of self._mel's first column
+
+    def take(self, starts: np.ndarray) -> torch.Tensor:
+        starts = np.asarray(starts, np.int64)
+        if starts.size == 0:
+            return torch.empty(0, 1, N_MELS, MEL_STEP)
+        if starts[0] < self._offset:
+            raise ValueError(f"window starts must not go back: {starts[0]} after {self._offset}")
+        end = int(starts.max()) + MEL_STEP
+        while self._offset + self._mel.shape[1] < end:
+            try:
+                self._mel = np.concatenate((self._mel, next(self._frames)), axis=1)
+            except StopIteration:
+                raise MediaError(f"the sound ended at mel frame {self._offset + self._mel.shape[1]}, before "
+                                 f"window end {end}; was it changed while being read?") from None
+        windows = mel_windows(self._mel, starts - self._offset)
+        drop = int(starts[-1]) - self._offset
+        self._mel, self._offset = self._mel[:, drop:], self._offset + drop
+        return windows
 
 
 def _hann(n: int) -> np.ndarray:

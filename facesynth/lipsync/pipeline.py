@@ -13,7 +13,8 @@ What matches the official code (Rudrabha/Wav2Lip ``inference.py``), frame for fr
 
 What differs is how it runs: detection goes through ``facesynth.extract`` backends (dlib, face-alignment) instead
 of the bundled S3FD; the video is read twice, streamed (a detection pass that keeps only boxes, then the
-synthesis pass, re-opening the file each time it loops), so memory does not grow with the video's length; the
+synthesis pass, re-opening the file each time it loops), and so is the sound (once to count its mel frames,
+then into mel windows as the frames need them), so memory does not grow with the video's or the sound's length; the
 network runs with BatchNorm folded into the convs and channels-last tensors, at a smaller batch than the
 official 128 (faster on CPU); the sound is muxed by ``facesynth.media.VideoWriter`` (H.264 + AAC).
 """
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from facesynth.errors import ConfigError, MediaError, NoFaceError
-from facesynth.lipsync.audio import chunk_starts, load_audio, mel_windows, melspectrogram
+from facesynth.lipsync.audio import HOP, MelWindows, chunk_starts, count_mel_frames
 from facesynth.lipsync.model import Wav2Lip, fuse_batchnorm
 
 __all__ = ["lipsync", "iter_lipsync", "LipsyncPlan", "plan_lipsync", "pad_box", "smooth_boxes", "face_batch",
@@ -42,15 +43,16 @@ SMOOTH_WINDOW = 5
 
 @dataclass
 class LipsyncPlan:
-    """What ``iter_lipsync`` will do: frame source, rate, the mel windows and one crop box per source frame.
+    """What ``iter_lipsync`` will do: frame source, rate, the sound, its windows and one crop box per source frame.
 
-    ``coords`` is ``(n_frames, 4)`` int64 rows ``(y1, y2, x1, x2)`` (the official order), crop rows y1..y2-1 and
+    ``audio`` is the sound file (streamed again by ``iter_lipsync``) or mono 16 kHz samples. ``coords`` is ``(n_frames, 4)`` int64 rows ``(y1, y2, x1, x2)`` (the official order), crop rows y1..y2-1 and
     columns x1..x2-1; output frame ``i`` uses source frame ``i % n_frames``.
     """
     face: Path
     still: bool
     fps: float
-    mel: np.ndarray          # (80, T) float32
+    audio: Path | np.ndarray
+    num_mel_frames: int      # T: the sound's mel frames (80 per second)
     starts: np.ndarray       # (n_out,) int64: first mel frame of each output frame's window
     coords: np.ndarray       # (n_frames, 4) int64
     frame_size: tuple[int, int]   # (width, height)
@@ -121,9 +123,14 @@ def plan_lipsync(face: str | os.PathLike, audio: str | os.PathLike | np.ndarray,
     else:
         info = probe(path)
         fps, width, height = info.fps, info.width, info.height
-    samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
-    mel = melspectrogram(samples)
-    starts = chunk_starts(mel.shape[1], fps)
+    if isinstance(audio, np.ndarray):
+        if audio.ndim != 1:
+            raise MediaError(f"audio samples must be mono (N,), got shape {audio.shape}")
+        num_mel = 1 + audio.size // HOP
+    else:
+        audio = Path(audio)
+        num_mel = count_mel_frames(audio)
+    starts = chunk_starts(num_mel, fps)
     if box is not None:
         y1, y2, x1, x2 = (int(v) for v in box)
         if not (0 <= y1 < y2 <= height and 0 <= x1 < x2 <= width):
@@ -137,7 +144,7 @@ def plan_lipsync(face: str | os.PathLike, audio: str | os.PathLike | np.ndarray,
         if smooth:
             boxes = smooth_boxes(boxes)
         coords = boxes[:, [1, 3, 0, 2]]
-    return LipsyncPlan(path, still, float(fps), mel, starts, coords, (width, height))
+    return LipsyncPlan(path, still, float(fps), audio, num_mel, starts, coords, (width, height))
 
 
 def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "wav2lip-gan", batch_size: int = 16,
@@ -165,6 +172,7 @@ def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "w
         frames = itertools.repeat(image)
     else:
         frames = _looped_frames(plan.face, n_src, iter_frames)
+    windows = MelWindows(plan.audio)
     crop_cache: dict[int, np.ndarray] = {}
     disable = None if progress is None else not progress
     with tqdm(total=plan.num_frames, desc="lipsync", unit="frame", disable=disable) as bar:
@@ -178,7 +186,7 @@ def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "w
                 crops = [crop_cache[0]] * len(batch)
             else:
                 crops = [_crop96(f, c) for f, c in zip(batch, coords)]
-            pred = net(mel_windows(plan.mel, plan.starts[first:first + len(batch)]), face_batch(crops))
+            pred = net(windows.take(plan.starts[first:first + len(batch)]), face_batch(crops))
             for frame, c, p in zip(batch, coords, pred):
                 yield paste_prediction(frame, p, c, blend)
             bar.update(len(batch))
