@@ -199,3 +199,10 @@ def test_missing_registry_weights_say_where_to_put_them():
 
     with pytest.raises(WeightsNotFoundError, match="wav2lip_gan.pth"):
         load_wav2lip("wav2lip-gan")
+
+
+def test_random_wav2lip_is_the_seeded_official_layout_network(ref):
+    from facesynth.lipsync import random_wav2lip
+
+    model = random_wav2lip(ref["wav2lip_seed"], device="cpu")
+    assert not model.training and digest(model) == ref["wav2lip_sha256"]
