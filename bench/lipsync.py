@@ -78,12 +78,9 @@ def _inputs(portrait: str, frames: int):
 
 
 def _test_sound(seconds: float):
-    import numpy as np
+    from facesynth.lipsync.audio import synthetic_speech
 
-    t = np.arange(int(seconds * 16000)) / 16000
-    phase = 2 * np.pi * np.cumsum(110 + 60 * np.sin(t)) / 16000
-    env = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 0.5
-    return (0.3 * env * sum(np.sin(k * phase) / k for k in range(1, 12))).astype(np.float32)
+    return synthetic_speech(seconds)
 
 
 def official_loop(net, image, crop, mel, starts, device) -> int:

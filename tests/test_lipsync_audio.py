@@ -161,3 +161,14 @@ def test_mel_windows_stream_from_a_file_as_the_official_chunks(ref, tmp_path):
     expected = mel_windows(ref["mel"], starts)
     assert got.shape == (47, 1, 80, 16)
     assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_synthetic_speech_is_a_voiced_sound_with_pauses():
+    from facesynth.lipsync import synthetic_speech
+
+    wav = synthetic_speech(2.0)
+    assert wav.shape == (32000,) and wav.dtype == np.float32 and np.abs(wav).max() <= 1
+    mel = melspectrogram(wav)
+    loudness = mel.mean(axis=0)
+    assert loudness.max() - loudness.min() > 1.0          # syllables and pauses
+    assert np.array_equal(wav, synthetic_speech(2.0))      # deterministic
