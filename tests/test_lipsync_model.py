@@ -206,3 +206,11 @@ def test_random_wav2lip_is_the_seeded_official_layout_network(ref):
 
     model = random_wav2lip(ref["wav2lip_seed"], device="cpu")
     assert not model.training and digest(model) == ref["wav2lip_sha256"]
+
+
+def test_registry_names_and_official_file_names_find_the_file_in_weights(wav2lip_file, ref, _isolated_env):
+    import os
+
+    os.symlink(wav2lip_file, _isolated_env / "weights" / "wav2lip_gan.pth")
+    assert digest(load_wav2lip("wav2lip-gan", device="cpu")) == ref["wav2lip_sha256"]
+    assert digest(load_wav2lip("wav2lip_gan.pth", device="cpu")) == ref["wav2lip_sha256"]
