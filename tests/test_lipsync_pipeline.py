@@ -179,3 +179,10 @@ def test_bf16_frames_stay_within_a_few_grey_levels_of_the_official_ones(samples,
     reference = torch.load(DATA / "still.pt", weights_only=True)["still_box_bgr"].numpy()[0, ..., ::-1].astype(int)
     diff = np.abs(frame[y1:y2, x1:x2].astype(int) - reference)
     assert diff.max() <= 6 and diff.mean() < 1.0        # measured: at most 3, mean 0.41 grey levels
+
+
+def test_a_video_keeps_its_rate_and_uses_one_box_per_needed_frame(samples, speech):
+    plan = plan_lipsync(samples.talking_head, speech, fps=25, box=(10, 134, 30, 150))
+    assert abs(plan.fps - 29.97) < 0.01                       # the video's rate, not the fps argument
+    assert plan.num_frames == len(chunk_starts(161, plan.fps)) == 56
+    assert plan.coords.shape == (56, 4)                       # 120 frames in the video, 56 needed

@@ -135,7 +135,7 @@ def plan_lipsync(face: str | os.PathLike, audio: str | os.PathLike | np.ndarray,
         y1, y2, x1, x2 = (int(v) for v in box)
         if not (0 <= y1 < y2 <= height and 0 <= x1 < x2 <= width):
             raise ConfigError(f"box {tuple(box)} (y1, y2, x1, x2) is not inside the {width}x{height} frame")
-        n = 1 if still else min(_count_frames(path), len(starts))
+        n = 1 if still else _count_frames(path, limit=len(starts))
         coords = np.tile(np.array([y1, y2, x1, x2], np.int64), (n, 1))
     else:
         n_frames = 1 if still else len(starts)
@@ -170,22 +170,17 @@ def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "w
     if plan.still:
         image = read_image(plan.face)
         frames = itertools.repeat(image)
+        still_crop = _crop96(image, plan.coords[0])
     else:
         frames = _looped_frames(plan.face, n_src, iter_frames)
     windows = MelWindows(plan.audio)
-    crop_cache: dict[int, np.ndarray] = {}
     disable = None if progress is None else not progress
     with tqdm(total=plan.num_frames, desc="lipsync", unit="frame", disable=disable) as bar:
         for first in range(0, plan.num_frames, batch_size):
             idx = range(first, min(first + batch_size, plan.num_frames))
             batch = [next(frames) for _ in idx]
             coords = [plan.coords[i % n_src] for i in idx]
-            if plan.still:   # one crop for every frame
-                if 0 not in crop_cache:
-                    crop_cache[0] = _crop96(batch[0], coords[0])
-                crops = [crop_cache[0]] * len(batch)
-            else:
-                crops = [_crop96(f, c) for f, c in zip(batch, coords)]
+            crops = [still_crop] * len(batch) if plan.still else [_crop96(f, c) for f, c in zip(batch, coords)]
             pred = net(windows.take(plan.starts[first:first + len(batch)]), face_batch(crops))
             for frame, c, p in zip(batch, coords, pred):
                 yield paste_prediction(frame, p, c, blend)
@@ -321,10 +316,11 @@ def _detect(path: Path, still: bool, n_frames: int, detector, device: str, progr
     return boxes
 
 
-def _count_frames(path: Path) -> int:
+def _count_frames(path: Path, limit: int) -> int:
+    """Frames of the video, counted by decoding (streamed), up to ``limit``."""
     from facesynth.media import iter_frames
 
-    return sum(1 for _ in iter_frames(path))
+    return sum(1 for _ in itertools.islice(iter_frames(path), limit))
 
 
 def _looped_frames(path: Path, n: int, iter_frames) -> Iterator[np.ndarray]:
