@@ -69,3 +69,18 @@ def test_talking_portrait_needs_a_sound(samples, net, tmp_path):
     with pytest.raises(ConfigError, match="no sound"):
         talking_portrait(samples.root / "portraits" / "astronaut.png", silent, None, tmp_path / "o.mp4",
                          fomm=FOMM / "small-cpk.pt", config=FOMM / "small.yaml", wav2lip=net)
+
+
+def test_talking_portrait_pasted_back_into_the_portrait(samples, net, tmp_path):
+    from facesynth.lipsync import count_mel_frames, synthetic_speech
+    from facesynth.media import read_image, write_wav
+
+    sound = write_wav(tmp_path / "short.wav", synthetic_speech(0.5), 16000)
+    out = talking_portrait(samples.astronaut, samples.talking_head, sound, tmp_path / "full.mp4",
+                           fomm=FOMM / "small-cpk.pt", config=FOMM / "small.yaml", wav2lip=net, size=128,
+                           detector="dlib", face_box="source", paste_back=True, max_frames=4, progress=False)
+    frames = [f for _, f in iter_frames(out)]
+    assert len(frames) == len(chunk_starts(count_mel_frames(sound), 29.97)) == 11
+    portrait = read_image(samples.astronaut)
+    assert frames[0].shape == portrait.shape
+    assert np.abs(frames[0][-60:, :60].astype(int) - portrait[-60:, :60]).mean() < 4    # far from the face: kept
