@@ -159,7 +159,7 @@ def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "w
     """
     from tqdm.auto import tqdm
 
-    from facesynth.media import iter_frames, read_image
+    from facesynth.media import read_image
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -172,7 +172,7 @@ def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "w
         frames = itertools.repeat(image)
         still_crop = _crop96(image, plan.coords[0])
     else:
-        frames = _looped_frames(plan.face, n_src, iter_frames)
+        frames = _looped_frames(plan.face, n_src)
     windows = MelWindows(plan.audio)
     disable = None if progress is None else not progress
     with tqdm(total=plan.num_frames, desc="lipsync", unit="frame", disable=disable) as bar:
@@ -323,8 +323,10 @@ def _count_frames(path: Path, limit: int) -> int:
     return sum(1 for _ in itertools.islice(iter_frames(path), limit))
 
 
-def _looped_frames(path: Path, n: int, iter_frames) -> Iterator[np.ndarray]:
+def _looped_frames(path: Path, n: int) -> Iterator[np.ndarray]:
     """Frames 0..n-1 of the video, again and again, decoding afresh each pass (nothing is kept)."""
+    from facesynth.media import iter_frames
+
     while True:
         count = 0
         for _, frame in itertools.islice(iter_frames(path), n):
