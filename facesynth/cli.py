@@ -296,6 +296,43 @@ def _run_samples(args) -> int:
     return 0
 
 
+def _add_lipsync(sub) -> None:
+    p = sub.add_parser("lipsync", help="make a face video or portrait speak a soundtrack (Wav2Lip)",
+                       description="Wav2Lip: the lips of the face follow the sound; one frame per official mel "
+                                   "window, the sound muxed in.")
+    p.add_argument("output", help="output video (.mp4)")
+    p.add_argument("--face", required=True, help="face video, or a still image (repeated)")
+    p.add_argument("--audio", required=True, help="sound: wav, mp3, or any file with an audio track")
+    p.add_argument("--checkpoint", default="wav2lip-gan",
+                   help="official checkpoint file or registry name (default wav2lip-gan = wav2lip_gan.pth)")
+    p.add_argument("--fps", type=_positive_float, default=25.0, help="frame rate for a still image (default 25)")
+    p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
+    p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="padding of the face box in pixels (official default 0 10 0 0)")
+    p.add_argument("--box", type=int, nargs=4, default=None, metavar=("Y1", "Y2", "X1", "X2"),
+                   help="fixed face box for every frame instead of detection (official --box)")
+    p.add_argument("--nosmooth", action="store_true", help="no temporal smoothing of the face boxes")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per network call (default 16)")
+    p.add_argument("--blend", type=float, default=0.0,
+                   help="feather the pasted box's border over this fraction of its side (0 = official hard paste)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster where supported, not bit-equal)")
+    p.add_argument("--device", default="auto")
+
+
+def _run_lipsync(args) -> int:
+    from facesynth.lipsync import iter_lipsync, plan_lipsync
+    from facesynth.media import VideoWriter
+
+    plan = plan_lipsync(args.face, args.audio, fps=args.fps, detector=args.detector, pads=args.pads,
+                        smooth=not args.nosmooth, box=args.box, device=args.device)
+    with VideoWriter(args.output, plan.fps, audio=args.audio) as writer:
+        for frame in iter_lipsync(plan, args.checkpoint, batch_size=args.batch_size, blend=args.blend,
+                                  device=args.device, precision="bf16" if args.bf16 else "fp32"):
+            writer.write(frame)
+    print(f"{plan.num_frames} frames at {plan.fps:g} fps → {args.output} (with the sound of {args.audio})")
+    return 0
+
+
 def _add_reenact(sub) -> None:
     p = sub.add_parser("reenact", help="animate a portrait with the facial motion of a driving video (FOMM)",
                        description="First Order Motion Model: the portrait's face moves like the driving video's. "
@@ -456,6 +493,8 @@ COMMANDS = {"extract": (_add_extract, _run_extract), "demo": (_add_demo, _run_de
             "convert": (_add_convert, _run_convert), "reenact": (_add_reenact, _run_reenact),
             "weights": (_add_weights, _run_weights), "samples": (_add_samples, _run_samples),
             "generate": (_add_generate, _run_generate), "project": (_add_project, _run_project)}
+
+COMMANDS["lipsync"] = (_add_lipsync, _run_lipsync)
 
 
 def build_parser() -> argparse.ArgumentParser:
