@@ -83,8 +83,9 @@ def test_official_checkpoint_loads_strictly_with_load_fomm(tmp_path, clip):
     model = load_fomm(path, config=SMALL, device="cpu", discriminator=True)
     frames = resize_frames(clip[:2], 128)
     trainer.kp_detector.eval()
-    ours = trainer.kp_detector(frames)
-    torch.testing.assert_close(model.keypoints(frames)["value"], ours["value"].detach(), rtol=0, atol=0)
+    ours = trainer.kp_detector(frames)           # with autograd: the official upsample-then-conv order
+    # the loaded weights are the trained ones: equal up to the phase conv's summation order (inference)
+    torch.testing.assert_close(model.keypoints(frames)["value"], ours["value"].detach(), rtol=0, atol=1e-5)
 
 
 def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path, clip):
