@@ -74,6 +74,12 @@ def test_reenactment_notebook_trains_a_stand_in_and_animates_the_portrait(tmp_pa
     assert (crop.width, crop.height, crop.frame_count) == (64, 64, 120)
     assert (full.width, full.height, full.frame_count) == (512, 512, 120)     # pasted into the whole portrait
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
-    assert "<video" in html and "base64" in html
+    assert html.count("<video") == 2 and "base64" in html       # the animation and the talking portrait
     l1 = float(text.split("reconstruction L1 over 120 frames: ")[1].split()[0])
     assert 0 < l1 < 0.2
+    assert "RANDOM weights stands in" in text                   # says the lip-sync network is a stand-in
+    talking = probe(out / "talking_portrait.mp4")
+    assert talking.has_audio and (talking.width, talking.height) == (512, 512)
+    from facesynth.lipsync.audio import chunk_starts, count_mel_frames
+    official = len(chunk_starts(count_mel_frames(out / "speech.wav"), 29.97))   # one frame per official mel chunk
+    assert talking.frame_count == official == 56                 # 2 s of sound at the driving video's 29.97 fps
