@@ -24,7 +24,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/extract.py --out bench/results/extract.json
+	$(BIN)/python bench/extract.py --quick --out bench/results/extract.json
+	$(BIN)/python bench/swap_train.py --quick --out bench/results/swap_train.json
+	$(BIN)/python bench/reenact.py --quick --out bench/results/reenact.json
+	$(BIN)/python bench/lipsync.py --quick --out bench/results/lipsync.json
+	$(BIN)/python bench/generate.py --quick --out bench/results/generate.json
 
 clean:
 	rm -rf work .pytest_cache
