@@ -270,3 +270,20 @@ def restricted_load_lazy(path: str | os.PathLike, allowed: Mapping[tuple[str, st
             err = on_error(e) if on_error else CheckpointError(
                 f"{p}: not a readable pickle ({type(e).__name__}: {_first_line(str(e))}); download it again")
             raise err from None
+
+
+def check_state_dict(expected: Mapping[str, Any], found: Mapping[str, Any], what: str, hint: str = "",
+                     show: int = 5) -> None:
+    """Raise CheckpointError naming the first ``show`` missing, unexpected and mis-shaped keys of ``found``
+    against ``expected`` (a model's state dict); ``hint`` ends the message (which file or config fits)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshaped = [f"{k} {tuple(found[k].shape)} (model: {tuple(v.shape)})"
+                 for k, v in expected.items() if k in found and found[k].shape != v.shape]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if keys:
+            more = f" and {len(keys) - show} more" if len(keys) > show else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:show])}{more}")
+    if problems:
+        raise CheckpointError(f"{what} does not match the model: {'; '.join(problems)}. {hint}".rstrip())

@@ -187,6 +187,16 @@ class Trainer(abc.ABC):
         if self.dist.is_main:
             self.workdir.mkdir(parents=True, exist_ok=True)
 
+    def saved_config(self, name: str = "config.json") -> dict | None:
+        """The JSON a trainer wrote into its workdir when it started (None before the first run)."""
+        p = self.workdir / name
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{p}: damaged ({e}); delete it to start a new model") from None
+
     # --- to implement ------------------------------------------------------------------------------------
     @abc.abstractmethod
     def train_step(self, iteration: int) -> dict[str, float]:

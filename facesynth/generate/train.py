@@ -24,7 +24,6 @@ alone writes. DistributedDataParallel is not used because the R1 penalty differe
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -163,7 +162,7 @@ class StyleGANTrainer(Trainer):
             dev = torch.device("cuda", dist.local_rank)
         super().__init__(workdir, dev, dist)
         self.progress = progress
-        saved = self._read_saved()
+        saved = self.saved_config(CONFIG_FILE)
         cfg = StyleGANTrainConfig.preset(config) if isinstance(config, str) else config
         if saved is not None:
             saved_cfg = StyleGANTrainConfig.from_dict(saved["config"])
@@ -194,15 +193,6 @@ class StyleGANTrainer(Trainer):
             atomic_write_json(self.workdir / CONFIG_FILE, {"config": cfg.to_dict(), "faces": self.faces_path},
                               indent=2)
         self.resume()
-
-    def _read_saved(self) -> dict | None:
-        p = self.workdir / CONFIG_FILE
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}: damaged ({e}); delete it to start a new model") from None
 
     # --- Trainer hooks -------------------------------------------------------------------------------------
     def model_state(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from torch import nn
 
 from facesynth.errors import CheckpointError
 from facesynth.lipsync.model import ConvBlock, QualityDiscriminator, SyncNet, Wav2Lip
+from facesynth.safe_load import check_state_dict
 
 __all__ = ["load_wav2lip", "load_syncnet", "load_quality_discriminator", "load_official", "official_checkpoint",
            "randomize_", "random_wav2lip", "MODELS"]
@@ -89,27 +90,11 @@ def load_official(checkpoint: str | os.PathLike | Mapping[str, Any], kind: str,
     # as the official inference.load_model: every "module." substring goes (no real key contains one)
     state = {k.replace("module.", ""): v for k, v in state.items()}
     model = MODELS[kind]()
-    _check_keys(model.state_dict(), state, f"{source} [{MODELS[kind].__name__}]")
+    check_state_dict(model.state_dict(), state, f"{source} [{MODELS[kind].__name__}]",
+                     "Use the official file for this network (wav2lip.pth / wav2lip_gan.pth for the generator, "
+                     "lipsync_expert.pth for SyncNet, visual_quality_disc.pth for the discriminator)")
     model.load_state_dict(state, strict=True)
     return model.to(pick_device(device)).eval()
-
-
-def _check_keys(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], what: str,
-                show: int = 5) -> None:
-    """Raise CheckpointError naming the first missing, unexpected and mis-shaped keys of ``found``."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    misshaped = [f"{k} {tuple(found[k].shape)} (model: {tuple(v.shape)})"
-                 for k, v in expected.items() if k in found and found[k].shape != v.shape]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if keys:
-            more = f" and {len(keys) - show} more" if len(keys) > show else ""
-            problems.append(f"{len(keys)} {label}: {', '.join(keys[:show])}{more}")
-    if problems:
-        raise CheckpointError(f"{what} does not match the network: {'; '.join(problems)}. Use the official file "
-                              f"for this network (wav2lip.pth / wav2lip_gan.pth for the generator, "
-                              f"lipsync_expert.pth for SyncNet, visual_quality_disc.pth for the discriminator)")
 
 
 def official_checkpoint(model: nn.Module, prefix: str = "module.", global_step: int = 0,

@@ -20,6 +20,7 @@ from facesynth.errors import CheckpointError
 from facesynth.reenact.config import FOMMConfig
 from facesynth.reenact.model import (KP, KPDetector, MultiScaleDiscriminator, OcclusionAwareGenerator,
                                      build_discriminator, build_generator, build_kp_detector)
+from facesynth.safe_load import check_state_dict as _check
 
 __all__ = ["FOMM", "load_fomm", "check_state_dict", "MODEL_ENTRIES", "TRAINING_ENTRIES"]
 
@@ -145,16 +146,6 @@ def load_checked(module: nn.Module, state: Any, what: str) -> None:
 
 def check_state_dict(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], what: str,
                      show: int = 5) -> None:
-    """Raise CheckpointError naming the first missing, unexpected and mis-shaped keys of ``found``."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    misshaped = [f"{k} {tuple(found[k].shape)} (model: {tuple(v.shape)})"
-                 for k, v in expected.items() if k in found and found[k].shape != v.shape]
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if keys:
-            more = f" and {len(keys) - show} more" if len(keys) > show else ""
-            problems.append(f"{len(keys)} {label}: {', '.join(keys[:show])}{more}")
-    if problems:
-        raise CheckpointError(f"{what} does not match the model: {'; '.join(problems)}. Check that the config "
-                              f"matches the checkpoint (vox-256 for vox-cpk.pth.tar)")
+    """``facesynth.safe_load.check_state_dict`` with the FOMM hint (the config must match the checkpoint)."""
+    _check(expected, found, what, "Check that the config matches the checkpoint (vox-256 for vox-cpk.pth.tar)",
+           show)

@@ -10,7 +10,6 @@ loss so far), ``log.jsonl``, ``previews/NNNNNNNN.png``, ``snapshots/NNNNNNNN.pt`
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,7 @@ class SwapTrainer(Trainer):
             dev = torch.device("cuda", dist.local_rank)
         super().__init__(workdir, dev, dist)
         self.progress = progress
-        saved = self._read_saved()
+        saved = self.saved_config(CONFIG_FILE)
         cfg = SwapConfig.preset(config) if isinstance(config, str) else config
         if cfg is None and saved is None:
             raise ConfigError(f"{self.workdir} holds no model yet: give a config (e.g. SwapConfig.preset('quick'))")
@@ -126,15 +125,6 @@ class SwapTrainer(Trainer):
             atomic_write_json(self.workdir / CONFIG_FILE, {"config": cfg.to_dict(), "faces_a": self.faces_paths["a"],
                                                            "faces_b": self.faces_paths["b"]}, indent=2)
         self.resume()
-
-    def _read_saved(self) -> dict | None:
-        p = self.workdir / CONFIG_FILE
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}: damaged ({e}); delete it to start a new model") from None
 
     # --- Trainer hooks -------------------------------------------------------------------------------------
     def model_state(self) -> dict[str, Any]:
