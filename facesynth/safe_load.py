@@ -287,3 +287,14 @@ def check_state_dict(expected: Mapping[str, Any], found: Mapping[str, Any], what
             problems.append(f"{len(keys)} {label}: {', '.join(keys[:show])}{more}")
     if problems:
         raise CheckpointError(f"{what} does not match the model: {'; '.join(problems)}. {hint}".rstrip())
+
+
+def load_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> tuple[Any, str]:
+    """``(data, source)`` of a checkpoint given as a file, a registry name (``facesynth.weights.resolve``) or an
+    already loaded dict; ``source`` names it in messages. Files are read with ``load_torch`` (weights only)."""
+    if isinstance(checkpoint, Mapping):
+        return checkpoint, "checkpoint"
+    from facesynth.weights import resolve
+
+    path = resolve(checkpoint)
+    return load_torch(path, map_location="cpu"), str(path)

@@ -29,7 +29,7 @@ from facesynth.errors import CheckpointError, ConfigError
 from facesynth.fileio import atomic_write
 from facesynth.safe_load import load_torch
 
-__all__ = ["Callback", "Trainer", "LRSchedule", "atomic_torch_save", "read_log", "DistributedContext",
+__all__ = ["Callback", "Trainer", "LRSchedule", "distributed_device", "atomic_torch_save", "read_log", "DistributedContext",
            "setup_distributed", "rng_state", "set_rng_state"]
 
 CHECKPOINT = "checkpoint.pt"
@@ -158,6 +158,17 @@ def setup_distributed(device: torch.device) -> DistributedContext:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return DistributedContext(rank=rank, world_size=world, local_rank=local, backend=backend)
+
+
+def distributed_device(device: str | torch.device = "auto") -> tuple[torch.device, DistributedContext]:
+    """``pick_device(device)`` and ``setup_distributed``; under torchrun on CUDA each rank takes its local GPU."""
+    from facesynth.gpu import pick_device
+
+    dev = pick_device(device)
+    dist = setup_distributed(dev)
+    if dist.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", dist.local_rank)
+    return dev, dist
 
 
 class Trainer(abc.ABC):

@@ -42,9 +42,9 @@ from facesynth.generate.checkpoint import save_stylegan
 from facesynth.generate.config import StyleGANConfig
 from facesynth.generate.model import Discriminator, StyleGAN
 from facesynth.generate.sampling import image_grid, seed_latents, to_unit
-from facesynth.gpu import pick_device, seed_everything
+from facesynth.gpu import seed_everything
 from facesynth.media import write_image
-from facesynth.training import LRSchedule, Trainer, setup_distributed
+from facesynth.training import LRSchedule, Trainer, distributed_device
 
 __all__ = ["StyleGANTrainer", "StyleGANTrainConfig", "d_logistic_r1_loss", "g_nonsaturating_loss", "lod_at",
            "process_reals", "CONFIG_FILE", "GENERATOR_FILE"]
@@ -156,11 +156,7 @@ class StyleGANTrainer(Trainer):
 
     def __init__(self, config: StyleGANTrainConfig | str | None = None, faces: str | os.PathLike | None = None,
                  workdir: str | os.PathLike = "work/stylegan", device: str = "auto", progress: bool | None = None):
-        dev = pick_device(device)
-        dist = setup_distributed(dev)
-        if dist.enabled and dev.type == "cuda":
-            dev = torch.device("cuda", dist.local_rank)
-        super().__init__(workdir, dev, dist)
+        super().__init__(workdir, *distributed_device(device))
         self.progress = progress
         saved = self.saved_config(CONFIG_FILE)
         cfg = StyleGANTrainConfig.preset(config) if isinstance(config, str) else config

@@ -18,7 +18,7 @@ from torch import nn
 
 from facesynth.errors import CheckpointError
 from facesynth.lipsync.model import ConvBlock, QualityDiscriminator, SyncNet, Wav2Lip
-from facesynth.safe_load import check_state_dict
+from facesynth.safe_load import check_state_dict, load_checkpoint
 
 __all__ = ["load_wav2lip", "load_syncnet", "load_quality_discriminator", "load_official", "official_checkpoint",
            "randomize_", "random_wav2lip", "MODELS"]
@@ -69,16 +69,7 @@ def load_official(checkpoint: str | os.PathLike | Mapping[str, Any], kind: str,
     """Build ``MODELS[kind]`` and load an official-layout checkpoint into it (see ``load_wav2lip``)."""
     from facesynth.gpu import pick_device
 
-    source = "checkpoint"
-    if isinstance(checkpoint, Mapping):
-        data = checkpoint
-    else:
-        from facesynth.safe_load import load_torch
-        from facesynth.weights import resolve
-
-        path = resolve(checkpoint)
-        source = str(path)
-        data = load_torch(path, map_location="cpu")
+    data, source = load_checkpoint(checkpoint)
     if not isinstance(data, Mapping) or "state_dict" not in data:
         found = sorted(map(str, data))[:10] if isinstance(data, Mapping) else type(data).__name__
         raise CheckpointError(f"{source}: no 'state_dict' entry (found {found}); is it an official Wav2Lip "

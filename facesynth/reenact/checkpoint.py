@@ -20,7 +20,7 @@ from facesynth.errors import CheckpointError
 from facesynth.reenact.config import FOMMConfig
 from facesynth.reenact.model import (KP, KPDetector, MultiScaleDiscriminator, OcclusionAwareGenerator,
                                      build_discriminator, build_generator, build_kp_detector)
-from facesynth.safe_load import check_state_dict as _check
+from facesynth.safe_load import check_state_dict as _check, load_checkpoint
 
 __all__ = ["FOMM", "load_fomm", "check_state_dict", "MODEL_ENTRIES", "TRAINING_ENTRIES"]
 
@@ -103,16 +103,7 @@ def load_fomm(checkpoint: str | os.PathLike | Mapping[str, Any], config: str | o
     from facesynth.gpu import pick_device
 
     cfg = FOMMConfig.resolve(config, align_corners=align_corners)
-    source = "checkpoint"
-    if isinstance(checkpoint, Mapping):
-        data = checkpoint
-    else:
-        from facesynth.safe_load import load_torch
-        from facesynth.weights import resolve
-
-        path = resolve(checkpoint)
-        source = str(path)
-        data = load_torch(path, map_location="cpu")
+    data, source = load_checkpoint(checkpoint)
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{source}: expected the official FOMM checkpoint dict, got {type(data).__name__}")
     wanted = MODEL_ENTRIES + (("discriminator",) if discriminator else ())

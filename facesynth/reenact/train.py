@@ -352,14 +352,9 @@ class FOMMTrainer(Trainer):
     def _load_official(self, checkpoint: str | os.PathLike | Mapping) -> None:
         """Start from an official checkpoint: generator and key point detector strictly, the discriminator if
         it fits (the released files were written by torch 1.0, whose spectral-norm entries may differ)."""
-        what = "checkpoint"
-        if isinstance(checkpoint, Mapping):
-            data = checkpoint
-        else:
-            from facesynth.safe_load import load_torch
-            from facesynth.weights import resolve
-            what = str(checkpoint)
-            data = load_torch(resolve(checkpoint), map_location="cpu")
+        from facesynth.safe_load import load_checkpoint
+
+        data, what = load_checkpoint(checkpoint)
         for name in ("generator", "kp_detector"):
             if name not in data:
                 raise CheckpointError(f"{what}: no {name} entry; is it a First Order Motion Model checkpoint?")

@@ -29,7 +29,7 @@ from facesynth.extract.faceset import FaceSet
 from facesynth.swap.data import FaceData
 from facesynth.swap.losses import masked_reconstruction_loss
 from facesynth.swap.model import PatchDiscriminator, SwapModel
-from facesynth.training import LRSchedule, Trainer, atomic_torch_save, setup_distributed
+from facesynth.training import LRSchedule, Trainer, atomic_torch_save, distributed_device
 
 __all__ = ["SwapTrainer", "load_swap_model", "CONFIG_FILE"]
 
@@ -62,11 +62,7 @@ class SwapTrainer(Trainer):
     def __init__(self, config: SwapConfig | str | None = None, faces_a: str | os.PathLike | None = None,
                  faces_b: str | os.PathLike | None = None, workdir: str | os.PathLike = "work/model",
                  device: str = "auto", progress: bool | None = None):
-        dev = pick_device(device)
-        dist = setup_distributed(dev)
-        if dist.enabled and dev.type == "cuda":
-            dev = torch.device("cuda", dist.local_rank)
-        super().__init__(workdir, dev, dist)
+        super().__init__(workdir, *distributed_device(device))
         self.progress = progress
         saved = self.saved_config(CONFIG_FILE)
         cfg = SwapConfig.preset(config) if isinstance(config, str) else config
@@ -96,7 +92,7 @@ class SwapTrainer(Trainer):
         if self.use_cuda_tricks and cfg.channels_last:
             self.model = channels_last(self.model, self.device)
         self.pair: nn.Module = _Pair(self.model)
-        if dist.enabled:
+        if self.dist.enabled:
             # a predicted mask without a mask loss gets no gradient: DDP must then be told to expect unused parameters
             self.pair = nn.parallel.DistributedDataParallel(
                 self.pair, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -109,7 +105,7 @@ class SwapTrainer(Trainer):
         if cfg.gan_weight > 0:
             self.disc = PatchDiscriminator(cfg.gan_dims).to(self.device)
             self._disc_step_net = self.disc
-            if dist.enabled:      # its gradients are averaged across ranks too, or the ranks' critics drift apart
+            if self.dist.enabled:      # its gradients are averaged across ranks too, or the ranks' critics drift apart
                 self._disc_step_net = nn.parallel.DistributedDataParallel(
                     self.disc, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self.optimizers["disc"] = opt_cls(self.disc.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -117,7 +113,7 @@ class SwapTrainer(Trainer):
                                    cfg.lr_gamma)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_cuda_tricks and cfg.amp
                                            and not torch.cuda.is_bf16_supported())
-        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + dist.rank)
+        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
         self.face_loss: dict[str, dict[int, float]] = {"a": {}, "b": {}}
         self._events: dict[str, Any] = {}
         self._preview_ids = {k: d.ids[:: max(1, len(d) // 4)][:4] for k, d in self.data.items()}
