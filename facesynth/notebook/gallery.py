@@ -61,13 +61,7 @@ def face_gallery(faces: FaceSet | str | os.PathLike | Iterable[Face], cols: int 
             for spine in ax.spines.values():
                 spine.set_edgecolor("red")
                 spine.set_linewidth(2.5)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    return fig
+    return _finish(fig, title, path)
 
 
 def frame_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], captions: Sequence[str] = (),
@@ -97,6 +91,11 @@ def frame_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], captions: Seque
                 ax.set_ylabel(label, fontsize=9)
             if r == 0 and c < len(captions):
                 ax.set_title(captions[c], fontsize=8)
+    return _finish(fig, title, path)
+
+
+def _finish(fig, title: str | None, path: str | os.PathLike | None):
+    """Title, tight layout, and a PNG at ``path`` when given; returns the figure."""
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
