@@ -175,8 +175,13 @@ def restricted_load(path_or_bytes: str | os.PathLike | bytes, allowed: Mapping[t
 
 def _restricted_load_stream(f, source: str, allowed: Mapping[tuple[str, str], Any],
                             on_error: Callable[[Exception], Exception] | None) -> Any:
+    return _unpickle(RestrictedUnpickler(f, allowed, source=source), source, on_error)
+
+
+def _unpickle(unpickler: pickle._Unpickler, source: str,
+              on_error: Callable[[Exception], Exception] | None) -> Any:
     try:
-        return RestrictedUnpickler(f, allowed, source=source).load()
+        return unpickler.load()
     except (UnsafeCheckpointError, CheckpointError):
         raise
     except Exception as e:  # any parse failure of untrusted bytes is the file's fault
@@ -262,14 +267,7 @@ def restricted_load_lazy(path: str | os.PathLike, allowed: Mapping[tuple[str, st
     """``restricted_load`` for large files: ``bytes`` values (array data) come back as LazyBytes, read on demand."""
     p = _check_path(path)
     with open(p, "rb") as f:
-        try:
-            return _LazyRestrictedUnpickler(f, p, allowed).load()
-        except (UnsafeCheckpointError, CheckpointError):
-            raise
-        except Exception as e:  # any parse failure of untrusted bytes is the file's fault
-            err = on_error(e) if on_error else CheckpointError(
-                f"{p}: not a readable pickle ({type(e).__name__}: {_first_line(str(e))}); download it again")
-            raise err from None
+        return _unpickle(_LazyRestrictedUnpickler(f, p, allowed), str(p), on_error)
 
 
 def check_state_dict(expected: Mapping[str, Any], found: Mapping[str, Any], what: str, hint: str = "",
