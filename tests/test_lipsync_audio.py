@@ -172,3 +172,13 @@ def test_synthetic_speech_is_a_voiced_sound_with_pauses():
     loudness = mel.mean(axis=0)
     assert loudness.max() - loudness.min() > 0.5          # syllables and pauses (measured 0.84)
     assert np.array_equal(wav, synthetic_speech(2.0))      # deterministic
+
+
+def test_a_video_without_sound_is_named_as_such(samples, tmp_path):
+    from facesynth.lipsync.audio import iter_audio
+
+    with pytest.raises(MediaError, match="has no sound track"):      # the sample talking head is silent
+        list(iter_audio(samples.talking_head))
+    (tmp_path / "text.wav").write_text("not a sound")
+    with pytest.raises(MediaError, match="text.wav: has no sound track; give a sound file"):
+        list(iter_audio(tmp_path / "text.wav"))

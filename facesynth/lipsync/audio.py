@@ -178,6 +178,10 @@ def iter_audio(path: str | os.PathLike, block: int = 10 * SAMPLE_RATE) -> Iterat
         proc.stderr.close()
         code = proc.wait()
     if code != 0 or total == 0:
+        from facesynth.media import has_audio
+
+        if not has_audio(p):       # ffmpeg's own message for this ("Invalid argument") says nothing useful
+            raise MediaError(f"{p}: has no sound track; give a sound file (wav, mp3...) or a video with sound")
         raise MediaError(f"{p}: no audio could be decoded ({err[-1] if err else 'no audio stream'})")
 
 
