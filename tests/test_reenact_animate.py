@@ -8,21 +8,16 @@ for the small config and checkpoint that tests/test_reenact_model.py uses.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from fomm_reference import DATA, as_frames
+
 from facesynth.reenact import animate, find_best_frame, iter_animate, load_fomm, normalize_kp
 from facesynth.reenact.animate import hull_area, movement_scale
 
-DATA = Path(__file__).parent / "data" / "fomm"
-
-
-def as_frames(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) → float (N, 3, H, W) in [0, 1], as the reference run fed the official code."""
-    return images.float().div(255).permute(0, 3, 1, 2).contiguous()
 
 
 @pytest.fixture(scope="module")

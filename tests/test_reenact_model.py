@@ -10,18 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from fomm_reference import DATA, as_frames
+
 from facesynth.errors import CheckpointError, ConfigError
 from facesynth.reenact import FOMMConfig, build_discriminator, build_generator, build_kp_detector, load_fomm
 from facesynth.reenact.model import AntiAliasDownsample
 
-DATA = Path(__file__).parent / "data" / "fomm"
 SMALL_CONFIG = DATA / "small.yaml"
 SMALL_CHECKPOINT = DATA / "small-cpk.pt"
-
-
-def as_frames(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) → float (N, 3, H, W) in [0, 1], as the reference run fed the official code."""
-    return images.float().div(255).permute(0, 3, 1, 2).contiguous()
 
 
 @pytest.fixture(scope="module")
