@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from facesynth.cli.evaluate import add_evaluate, run_evaluate
 from facesynth.errors import FacesynthError
 
 __all__ = ["main"]
@@ -495,6 +496,7 @@ COMMANDS = {"extract": (_add_extract, _run_extract), "demo": (_add_demo, _run_de
             "generate": (_add_generate, _run_generate), "project": (_add_project, _run_project)}
 
 COMMANDS["lipsync"] = (_add_lipsync, _run_lipsync)
+COMMANDS["evaluate"] = (add_evaluate, run_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
