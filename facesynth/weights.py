@@ -83,6 +83,23 @@ REGISTRY: dict[str, WeightSpec] = {s.name: s for s in [
         "CC BY-NC 4.0 (NVIDIA StyleGAN)", "TensorFlow pickle (G, D, Gs) of dnnlib Network objects",
         "StyleGAN v1 generator trained on FFHQ at 1024x1024", direct=False,
         aliases=("stylegan-ffhq-1024x1024.pkl",)),
+    WeightSpec(
+        "syncnet", "syncnet_v2.model",
+        ("http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",
+         "https://github.com/joonson/syncnet_python"),
+        "MIT (joonson/syncnet_python; the weights are published with it by Oxford VGG, no separate licence)",
+        "torch state_dict (names -> tensors) of SyncNetModel.S; old files may lack num_batches_tracked",
+        "SyncNet audio-visual sync network; scores LSE-D / LSE-C (Wav2Lip's evaluation)"),
+    WeightSpec(
+        "inception", "weights-inception-2015-12-05-6726825d.pth",
+        ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
+         "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"),
+        "Apache-2.0 (TensorFlow models' inception-2015-12-05, converted by torch-fidelity)",
+        "torch state_dict (plain dict, 472 tensors, no num_batches_tracked) of torch-fidelity's InceptionV3",
+        "Inception v3 of 2015-12-05 (the TF FID network): 2048-d pool3 features for FID/KID",
+        # 95,628,359 bytes; pytorch-fid's pt_inception file has the same digest (the 6726825d is its prefix)
+        sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+        aliases=("pt_inception-2015-12-05-6726825d.pth",), hub=True),
 ]}
 
 

@@ -54,18 +54,22 @@ def mean(values: Iterable[float | None]) -> float:
     return sum(v) / len(v) if v else float("nan")
 
 
-def provenance(embedder=None, extra_weights: dict[str, str | os.PathLike] | None = None) -> dict:
-    """``weights`` (file name → path and SHA-256) and ``versions`` of what produced a report, and the detector."""
+def provenance(embedder=None, detector: str | None = None,
+               extra_weights: dict[str, str | os.PathLike] | None = None) -> dict:
+    """``weights`` (role → file name and SHA-256), ``versions``, ``detector`` and ``date`` of a report.
+
+    ``embedder`` (a FaceEmbedder) adds the identity model and its detector; ``detector`` names the landmark
+    backend when there is no embedder; ``extra_weights`` adds other files (role → path).
+    """
     from facesynth.weights import sha256sum
 
     files: dict[str, Any] = {}
-    detector = None
     if embedder is not None:
-        from facesynth.extract.backends.dlib_backend import model_file
         files["identity"] = embedder.model_path
         detector = embedder.tracker.name
-        if detector == "dlib":
-            files["landmarks"] = model_file("shape_predictor_68_face_landmarks.dat")
+    if detector == "dlib":
+        from facesynth.extract.backends.dlib_backend import model_file
+        files["landmarks"] = model_file("shape_predictor_68_face_landmarks.dat")
     files.update(extra_weights or {})
     weights = {k: {"file": Path(p).name, "sha256": _cached_sha256(Path(p), sha256sum)} for k, p in files.items()}
     return {"detector": detector, "weights": weights, "versions": versions(),
