@@ -51,3 +51,31 @@ def test_evaluate_errors_are_one_line_with_exit_2(clips, samples, capsys, tmp_pa
     rc = main(["evaluate", "reenact", "--source", str(tmp_path / "missing.png"), "--driving",
                str(clips["original"]), "--result", str(clips["original"])])
     assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_evaluate_lipsync_offline_reports_the_correlation_and_names_the_missing_syncnet(clips, capsys):
+    from pathlib import Path
+    clip = Path(__file__).parent / "data" / "syncnet" / "carphone_crop.mp4"     # real face, sound that follows it
+    out = clips["root"] / "sync.json"
+    assert main(["evaluate", "lipsync", str(clip), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["mouth_audio_corr"] > 0.8 and data["lse_d"] is None
+    printed = capsys.readouterr().out
+    assert "mouth_audio_corr" in printed and "syncnet_v2.model" in printed
+    assert main(["evaluate", "lipsync", str(clips["original"])]) == 2        # no sound track
+    assert "no sound track" in capsys.readouterr().err
+
+
+def test_evaluate_generate_offline_gives_identity_statistics_and_a_note(samples, clips, capsys, tmp_path):
+    from facesynth.media import write_image
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    frames = list(iter_rgb(clips["original"]))
+    for i, f in enumerate(frames[:3]):
+        write_image(generated / f"{i}.png", f)
+    assert main(["evaluate", "generate", "--generated", str(generated), "--real", str(samples.portraits)]) == 0
+    data = json.loads((generated / "evaluation-generate.json").read_text())
+    assert data["fid"] is None and data["face_rate"] == 1.0 and data["n_real"] == 2
+    assert data["nearest_real"] > 0.6                 # the man is neither of the two women
+    printed = capsys.readouterr().out
+    assert "identity_diversity" in printed and "weights-inception-2015-12-05-6726825d.pth" in printed

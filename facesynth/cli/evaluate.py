@@ -4,19 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_evaluate", "run_evaluate", "TABLE_KEYS"]
-
-# the values the printed table shows, in order (the JSON has every value, per frame too)
-TABLE_KEYS = {
-    "swap": ["id_to_target", "id_to_source", "success_rate", "target_match_rate", "pose_error_deg",
-             "expression_error", "mouth_error", "jitter", "jitter_original", "flicker", "face_rate", "frames"],
-    "reenact": ["l1", "akd", "akd_mad", "aed", "id_to_source_image", "id_kept_rate", "expression_error",
-                "mouth_error", "pose_error_deg", "jitter", "flicker", "face_rate", "frames", "protocol"],
-    "lipsync": ["lse_d", "lse_c", "mouth_audio_corr", "best_lag_frames", "best_lag_s", "corr_at_zero", "frames",
-                "frames_with_face"],
-    "generate": ["fid", "kid", "kid_std", "n_generated", "n_real"],
-}
-
+__all__ = ["add_evaluate", "run_evaluate"]
 
 def add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a swap, reenactment, lip sync or generated faces (JSON + table)",
@@ -70,12 +58,12 @@ def _common(p: argparse.ArgumentParser, align: bool = True) -> None:
 
 
 def run_evaluate(args) -> int:
-    from facesynth.evaluate import format_table, write_report
+    from facesynth.evaluate.report import SUMMARY_KEYS, format_table, write_report
 
     result, default_json = _evaluate(args)
     path = Path(args.json) if args.json else default_json
     write_report(result, path)
-    print(format_table(result, TABLE_KEYS[args.kind], title=f"evaluate {args.kind}"))
+    print(format_table(result, SUMMARY_KEYS[args.kind], title=f"evaluate {args.kind}"))
     for note in result.get("notes", []):
         print(f"note: {note}")
     print(f"→ {path}")

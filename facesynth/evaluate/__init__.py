@@ -21,7 +21,7 @@ __all__ = ["FaceEmbedder", "evaluate_swap", "evaluate_reenactment", "evaluate_li
 
 _WHERE = {
     "FaceEmbedder": "identity", "evaluate_swap": "swap", "evaluate_reenactment": "reenactment",
-    "evaluate_lipsync": "lipsync", "evaluate_generation": "fid", "write_report": "report", "format_table": "report",
+    "evaluate_lipsync": "lipsync", "evaluate_generation": "generation", "write_report": "report", "format_table": "report",
 }
 
 

@@ -20,7 +20,8 @@ import numpy as np
 from facesynth.errors import NoFaceError
 from facesynth.evaluate.frames import FrameSource, LandmarkTracker, TrackedFace, iter_rgb, source_label
 
-__all__ = ["FaceEmbedder", "cosine_similarity", "descriptor_distance", "SAME_PERSON_THRESHOLD", "DESCRIPTOR_MODEL"]
+__all__ = ["FaceEmbedder", "is_faceset", "cosine_similarity", "descriptor_distance", "SAME_PERSON_THRESHOLD",
+           "DESCRIPTOR_MODEL"]
 
 SAME_PERSON_THRESHOLD = 0.6      # dlib's rule for its ResNet descriptor (dlib/python_examples/face_recognition.py)
 DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
@@ -101,7 +102,7 @@ class FaceEmbedder:
         return np.stack(descriptors)
 
     def _iter_set(self, source: FrameSource, max_faces: int):
-        if isinstance(source, (str, os.PathLike)) and _is_faceset(Path(source)):
+        if isinstance(source, (str, os.PathLike)) and is_faceset(Path(source)):
             from facesynth.extract import FaceSet
             fs = FaceSet.open(source)
             for i in np.unique(np.linspace(0, len(fs) - 1, min(max_faces, len(fs))).round().astype(int)):
@@ -124,6 +125,7 @@ class FaceEmbedder:
         return d
 
 
-def _is_faceset(path: Path) -> bool:
+def is_faceset(path: Path) -> bool:
+    """True for a folder written by ``facesynth extract`` (it has the face set's index file)."""
     from facesynth.extract.faceset import META_FILE
     return path.is_dir() and (path / META_FILE).is_file()

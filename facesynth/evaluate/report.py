@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["DEFINITIONS", "definitions", "mean", "provenance", "write_report", "format_table", "jsonable"]
+__all__ = ["DEFINITIONS", "SUMMARY_KEYS", "definitions", "mean", "provenance", "write_report", "format_table",
+           "format_value", "jsonable"]
 
 DEFINITIONS: dict[str, str] = {
     "id_to_target": "dlib ResNet descriptor distance of the result's face to the target person's mean descriptor "
@@ -38,8 +39,26 @@ DEFINITIONS: dict[str, str] = {
     "akd_mad": "AKD as pose-evaluation's cmp.py averages it: mean absolute coordinate difference (pixels)",
     "aed": "average Euclidean distance between identity descriptors of result and driving frames (FOMM used "
            "OpenFace embeddings; here dlib's ResNet descriptor, so values are not comparable to the paper's)",
+    "identity_diversity": "mean pairwise descriptor distance between the generated faces (> 0.6: different people; "
+                          "low = the generator draws one person)",
+    "real_diversity": "mean pairwise descriptor distance between the real faces (the diversity to aim for)",
+    "nearest_real": "mean distance from each generated face to its nearest real face (< 0.6: it draws people of "
+                    "the real set rather than new ones)",
     "id_to_source_image": "descriptor distance of the result's face to the source image's face (identity kept; "
                           "< 0.6 = same person)",
+}
+
+
+# per kind of evaluation, the values a summary table shows, in order (the JSON has every value, per frame too)
+SUMMARY_KEYS = {
+    "swap": ["id_to_target", "id_to_source", "success_rate", "target_match_rate", "pose_error_deg",
+             "expression_error", "mouth_error", "jitter", "jitter_original", "flicker", "face_rate", "frames"],
+    "reenact": ["l1", "akd", "akd_mad", "aed", "id_to_source_image", "id_kept_rate", "expression_error",
+                "mouth_error", "pose_error_deg", "jitter", "flicker", "face_rate", "frames", "protocol"],
+    "lipsync": ["lse_d", "lse_c", "mouth_audio_corr", "best_lag_frames", "best_lag_s", "corr_at_zero", "frames",
+                "frames_with_face"],
+    "generate": ["fid", "kid", "kid_std", "face_rate", "identity_diversity", "real_diversity", "nearest_real",
+                 "n_generated", "n_real"],
 }
 
 
@@ -134,7 +153,7 @@ def format_table(result: dict, keys: Iterable[str] | None = None, title: str | N
     lines = [title] if title else []
     for k in keys:
         v = result[k]
-        lines.append(f"{k:<{width}}  {_fmt(v)}")
+        lines.append(f"{k:<{width}}  {format_value(v)}")
     return "\n".join(lines)
 
 
@@ -142,7 +161,8 @@ def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (int, float, str, bool))
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A value as a table shows it: 4 decimals, 'n/a' for None/NaN."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     if isinstance(v, bool):
