@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/reenact.py --quick --out bench/results/reenact.json
 	$(BIN)/python bench/lipsync.py --quick --out bench/results/lipsync.json
 	$(BIN)/python bench/generate.py --quick --out bench/results/generate.json
+	$(BIN)/python bench/evaluate.py --quick --out bench/results/evaluate.json
 
 clean:
 	rm -rf work .pytest_cache

@@ -13,12 +13,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
-import torch
 
 from facesynth.errors import MediaError
+
+if TYPE_CHECKING:        # torch is imported where tensors are made, so reading media does not load it
+    import torch
 
 __all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "VideoInfo", "MediaWarning", "ffmpeg_exe", "probe", "is_video", "is_image",
            "list_images", "iter_frames", "sample_indices", "read_image", "write_image", "VideoWriter", "write_video",
@@ -227,7 +229,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, quali
     from PIL import Image
 
     p = Path(path)
-    arr = to_image(image) if isinstance(image, torch.Tensor) else np.asarray(image)
+    arr = to_image(image) if _is_tensor(image) else np.asarray(image)
     if arr.dtype != np.uint8:
         raise MediaError(f"write_image expects uint8 pixels, got {arr.dtype}; use facesynth.media.to_image")
     if arr.ndim == 4 and arr.shape[0] == 1:
@@ -251,6 +253,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, quali
     return p
 
 
+def _is_tensor(x) -> bool:
+    """A torch tensor, recognised without importing torch (it is loaded whenever a tensor exists)."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
 def to_tensor(images: np.ndarray | Iterable[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 ``H×W×3`` (or ``N×H×W×3``, or a list of equal-size images) → float ``[N,3,H,W]`` in [0,1]."""
     arr = np.asarray(images) if isinstance(images, np.ndarray) else np.stack(list(images))
@@ -258,12 +265,16 @@ def to_tensor(images: np.ndarray | Iterable[np.ndarray], device: torch.device | 
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise MediaError(f"to_tensor expects H×W×3 or N×H×W×3 RGB images, got shape {arr.shape}")
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
     return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def to_image(tensor: torch.Tensor) -> np.ndarray:
     """float ``[3,H,W]`` → uint8 ``H×W×3``; ``[N,3,H,W]`` → uint8 ``N×H×W×3``. Values are clipped to [0,1]."""
+    import torch
+
     t = tensor.detach().float().clamp(0, 1).mul(255.0).round_().to(torch.uint8).cpu()
     if t.dim() == 3:
         return t.permute(1, 2, 0).numpy()
@@ -304,7 +315,7 @@ class VideoWriter:
     def write(self, frame: np.ndarray | torch.Tensor) -> None:
         import imageio_ffmpeg
 
-        arr = to_image(frame) if isinstance(frame, torch.Tensor) else np.asarray(frame)
+        arr = to_image(frame) if _is_tensor(frame) else np.asarray(frame)
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
             raise MediaError(f"VideoWriter.write expects uint8 H×W×3 RGB, got {arr.dtype} {arr.shape}")
         h, w = arr.shape[:2]

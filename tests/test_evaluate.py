@@ -229,3 +229,15 @@ def test_cross_identity_reports_identity_kept_and_no_l1(head, samples, astronaut
     assert r["id_to_source_image"] < SAME_PERSON_THRESHOLD < r["aed"]
     with pytest.raises(NoFaceError, match="source"):
         evaluate_reenactment(np.full((64, 64, 3), 90, np.uint8), head[:4], head[:4], embedder=embedder)
+
+
+def test_the_worker_process_gives_the_same_numbers_as_one_process(head, samples, embedder, tmp_path):
+    original = write_video(tmp_path / "original.mp4", head[:10], fps=25)
+    swapped = write_video(tmp_path / "swapped.mp4", np.clip(head[:10].astype(int) + 12, 0, 255).astype(np.uint8),
+                          fps=25)
+    one = evaluate_swap(original, swapped, target=samples.astronaut, embedder=embedder, jobs=1, progress=False)
+    two = evaluate_swap(original, swapped, target=samples.astronaut, embedder=embedder, jobs=2, progress=False)
+    for key in ("id_to_target", "id_to_source", "success_rate", "pose_error_deg", "expression_error", "jitter",
+                "jitter_original", "flicker", "face_rate", "frames"):
+        assert two[key] == one[key], key
+    assert one["frames"] == 10 and one["id_to_source"] < SAME_PERSON_THRESHOLD

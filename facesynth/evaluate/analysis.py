@@ -7,7 +7,10 @@ videos are read in lockstep, one frame of each at a time, so memory does not gro
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
+import queue
+import sys
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -17,7 +20,7 @@ from facesynth.errors import ConfigError
 from facesynth.evaluate.frames import FrameSource, iter_rgb, source_fps, source_label
 from facesynth.evaluate.identity import FaceEmbedder
 
-__all__ = ["FrameFaces", "analyse", "lockstep"]
+__all__ = ["FrameFaces", "analyse", "lockstep", "WorkerAnalysis", "worker_can_read"]
 
 
 @dataclass
@@ -57,7 +60,7 @@ def lockstep(sources: dict[str, FrameSource], align: str = "error") -> tuple[Ite
     rates = {k: source_fps(s) for k, s in sources.items()}
     known = {k: r for k, r in rates.items() if r}
     fps = min(known.values()) if known else None
-    note: dict = {"frames": 0, "fps": fps, "alignment": "frame by frame"}
+    note: dict = {"frames": 0, "fps": fps, "alignment": "frame by frame", "sample_fps": {}}
     if known and max(known.values()) - min(known.values()) > 0.01 * min(known.values()):
         detail = ", ".join(f"{k} {r:.3f} fps" for k, r in known.items())
         if align == "error":
@@ -66,7 +69,8 @@ def lockstep(sources: dict[str, FrameSource], align: str = "error") -> tuple[Ite
         note["alignment"] = f"time: sampled at {fps:.3f} fps ({detail}), stopped at the shortest"
     if align == "error":
         _check_counts(sources)
-    streams = {k: iter_rgb(s, fps if (align == "time" and rates[k]) else None) for k, s in sources.items()}
+    note["sample_fps"] = {k: fps if (align == "time" and rates[k]) else None for k in sources}
+    streams = {k: iter_rgb(s, note["sample_fps"][k]) for k, s in sources.items()}
     return _zip_checked(streams, sources, align, note), note
 
 
@@ -102,3 +106,67 @@ def _check_counts(sources: dict[str, FrameSource]) -> None:
         detail = ", ".join(f"{k}: about {n} frames" for k, n in counts.items())
         raise ConfigError(f"the videos have different lengths ({detail}); trim them to one length or pass "
                           f"align='time' (CLI --align time) to stop at the shortest")
+
+
+class WorkerAnalysis:
+    """``analyse`` of every frame of one source, run ahead in a worker process.
+
+    The dlib descriptor holds Python's global lock, so threads cannot share the work; a second process can. The
+    worker reads the source itself (streamed), and hands back one small ``FrameFaces`` record per frame through
+    a bounded queue (it runs at most ``lead`` frames ahead), so memory stays flat. ``next()`` returns the next
+    frame's record; ``close()`` stops the worker. Errors in the worker are raised here.
+    """
+
+    def __init__(self, source: FrameSource, detector: str, fps: float | None = None, lead: int = 32):
+        # fork: a spawned child would re-import the caller's main script (a script without a __main__ guard
+        # would run again); the child uses only dlib and ffmpeg, no torch thread pools
+        ctx = multiprocessing.get_context("fork")
+        self._queue = ctx.Queue(maxsize=lead)
+        self._process = ctx.Process(target=_analyse_into, args=(source, detector, fps, self._queue), daemon=True)
+        self._process.start()
+
+    def next(self) -> FrameFaces:
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if not self._process.is_alive():
+                    raise RuntimeError(f"the face analysis worker stopped (exit code {self._process.exitcode})")
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                raise RuntimeError("the face analysis worker ran out of frames before the caller")
+            return item
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join(timeout=5)
+        self._queue.close()
+
+    def __enter__(self) -> "WorkerAnalysis":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def worker_can_read(source: FrameSource, embedder: FaceEmbedder, jobs: int | None) -> bool:
+    """Whether a ``WorkerAnalysis`` can take this source: more than one job, Linux (the worker is forked), a file
+    or an array (a worker cannot share a generator), and a detector it can build by name."""
+    from facesynth.extract.backends import BACKENDS
+
+    jobs = min(2, os.cpu_count() or 1) if jobs is None else jobs
+    readable = isinstance(source, (str, os.PathLike, np.ndarray))
+    return jobs > 1 and sys.platform == "linux" and readable and embedder.tracker.name in BACKENDS
+
+
+def _analyse_into(source: FrameSource, detector: str, fps: float | None, out) -> None:
+    try:
+        embedder = FaceEmbedder(detector)
+        for frame in iter_rgb(source, fps):
+            out.put(analyse(frame, embedder))
+        out.put(None)
+    except BaseException as e:     # sent to the caller, who raises it
+        out.put(e)

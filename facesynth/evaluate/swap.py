@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facesynth.evaluate.analysis import analyse, lockstep
+from facesynth.evaluate.analysis import WorkerAnalysis, analyse, lockstep, worker_can_read
 from facesynth.evaluate.frames import FrameSource, source_label
 from facesynth.evaluate.identity import SAME_PERSON_THRESHOLD, FaceEmbedder, descriptor_distance
 from facesynth.evaluate.landmarks import expression_distance, eye_aspect_ratio, mouth_opening, pose_difference
@@ -35,7 +35,7 @@ __all__ = ["evaluate_swap"]
 
 def evaluate_swap(original: FrameSource, swapped: FrameSource, target: FrameSource, detector: str = "dlib",
                   align: str = "error", embedder: FaceEmbedder | None = None, max_target_faces: int = 64,
-                  progress: bool | None = None) -> dict:
+                  jobs: int | None = None, progress: bool | None = None) -> dict:
     """Evaluate a face swap (see the module docstring for every value's definition).
 
     Args:
@@ -46,6 +46,8 @@ def evaluate_swap(original: FrameSource, swapped: FrameSource, target: FrameSour
         align: ``"error"`` refuses videos of different lengths or rates; ``"time"`` compares them at the
             lower rate up to the shorter one, and says so in ``alignment``.
         embedder: a ready ``FaceEmbedder`` (reused across calls to save its loading).
+        jobs: processes for the face analysis; None: 2 where the machine has two cores (the original video is
+            then analysed in a worker process, ahead of the swapped one), 1: all in this process.
 
     Returns:
         dict with at least ``id_to_target``, ``id_to_source``, ``success_rate``, ``pose_error_deg``,
@@ -58,12 +60,19 @@ def evaluate_swap(original: FrameSource, swapped: FrameSource, target: FrameSour
     frames, note = lockstep({"original": original, "swapped": swapped}, align=align)
     meter, original_track, per_frame = StabilityMeter(), [], []
     disable = None if progress is None else not progress
-    for t, (orig, swap) in enumerate(tqdm(frames, desc="evaluate swap", unit="frame", disable=disable)):
-        o, s = analyse(orig, embedder), analyse(swap, embedder)
-        original_track.append(o.landmarks)
-        region = face_region(o.landmarks if o.found else s.landmarks, swap.shape) if (o.found or s.found) else None
-        meter.add(swap, s.landmarks, region, orig if orig.shape == swap.shape else None)
-        per_frame.append(_frame_record(t, o, s, target_desc))
+    worker = WorkerAnalysis(original, embedder.tracker.name, note["sample_fps"]["original"]) \
+        if worker_can_read(original, embedder, jobs) else None
+    try:
+        for t, (orig, swap) in enumerate(tqdm(frames, desc="evaluate swap", unit="frame", disable=disable)):
+            s = analyse(swap, embedder)
+            o = worker.next() if worker else analyse(orig, embedder)
+            original_track.append(o.landmarks)
+            region = face_region(o.landmarks if o.found else s.landmarks, swap.shape) if (o.found or s.found) else None
+            meter.add(swap, s.landmarks, region, orig if orig.shape == swap.shape else None)
+            per_frame.append(_frame_record(t, o, s, target_desc))
+    finally:
+        if worker:
+            worker.close()
     return _summary(per_frame, meter.result(), jitter(original_track), note, embedder, target,
                     {"original": source_label(original), "swapped": source_label(swapped),
                      "target": source_label(target)})
