@@ -44,6 +44,11 @@ def test_without_weights_it_trains_quickly_and_says_so(tmp_path, samples, monkey
     assert probe(out / "interpolation_z.mp4").frame_count == 3 * 12 + 1
     assert "<video" in html and "base64" in html
     assert "pixel loss only" in text                         # no VGG16 weights in the test environment: said plainly
+    evaluation = json.loads((out / "evaluation_generate.json").read_text())
+    assert evaluation["n_generated"] == 32 and evaluation["n_real"] == 40 and evaluation["fid"] is None
+    assert "weights-inception-2015-12-05-6726825d.pth" in evaluation["notes"][0]
+    assert 0 < evaluation["real_diversity"] < 0.6              # one man's faces: the same person
+    assert "facesynth-evaluation" in html and "identity_diversity" in text
 
 
 def test_with_a_released_pickle_it_uses_it(tmp_path, monkeypatch):
@@ -51,3 +56,4 @@ def test_with_a_released_pickle_it_uses_it(tmp_path, monkeypatch):
     _, text, _ = _run(tmp_path, monkeypatch, OUT=str(out), PKL=str(PKL))
     assert "released weights r32.pkl; 32x32, 8 style inputs" in text
     assert not (out / "model").exists() and (out / "gallery.png").is_file()
+    assert json.loads((out / "evaluation_generate.json").read_text())["n_generated"] == 32

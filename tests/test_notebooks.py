@@ -53,6 +53,9 @@ def test_face_swap_notebook_trains_prunes_and_converts(tmp_path, samples):
     assert (video.width, video.height) == (176, 144) and video.frame_count == 120
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "<video" in html and "base64" in html           # the converted video is embedded
+    evaluation = json.loads((out / "evaluation_swap.json").read_text())      # section 7: the swap's numbers
+    assert evaluation["frames"] == 120 and 0 <= evaluation["success_rate"] <= 1 and evaluation["face_rate"] > 0.9
+    assert "facesynth-evaluation" in html and "success_rate" in html
 
 
 def test_reenactment_notebook_trains_a_stand_in_and_animates_the_portrait(tmp_path, samples):
@@ -83,3 +86,9 @@ def test_reenactment_notebook_trains_a_stand_in_and_animates_the_portrait(tmp_pa
     from facesynth.lipsync.audio import chunk_starts, count_mel_frames
     official = len(chunk_starts(count_mel_frames(out / "speech.wav"), 29.97))   # one frame per official mel chunk
     assert talking.frame_count == official == 56                 # 2 s of sound at the driving video's 29.97 fps
+    reenactment = json.loads((out / "evaluation_reenactment.json").read_text())
+    assert reenactment["frames"] == 120 and reenactment["protocol"].startswith("cross-identity")
+    assert reenactment["l1"] is None and "akd" in reenactment["definitions"]
+    sync = json.loads((out / "evaluation_lipsync.json").read_text())
+    assert sync["frames"] == 56 and sync["lse_d"] is None and "syncnet_v2.model" in sync["notes"][0]
+    assert "mouth_audio_corr" in text and html.count("facesynth-evaluation") == 2
