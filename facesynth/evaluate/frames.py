@@ -15,7 +15,7 @@ import numpy as np
 
 from facesynth.errors import ConfigError, MediaError
 
-__all__ = ["FrameSource", "iter_rgb", "source_fps", "source_label", "LandmarkTracker", "check_lengths"]
+__all__ = ["FrameSource", "iter_rgb", "source_fps", "source_label", "LandmarkTracker", "TrackedFace"]
 
 FrameSource = Union[str, os.PathLike, np.ndarray, Sequence[np.ndarray], "torch.Tensor"]  # noqa: F821
 
@@ -83,22 +83,6 @@ def source_label(source: FrameSource) -> str:
     if shape is not None:
         return f"{type(source).__name__}{tuple(shape)}"
     return f"{type(source).__name__} of frames"
-
-
-def check_lengths(named: dict[str, int], align: str = "error") -> int:
-    """The common frame count of several sequences (``{label: length}``).
-
-    ``align="error"`` raises ConfigError when they differ; ``"truncate"`` uses the shortest (the caller says so
-    in its result).
-    """
-    lengths = set(named.values())
-    if len(lengths) <= 1:
-        return next(iter(lengths), 0)
-    detail = ", ".join(f"{k}: {v} frames" for k, v in named.items())
-    if align == "truncate":
-        return min(lengths)
-    raise ConfigError(f"the videos have different lengths ({detail}); pass align='truncate' "
-                      f"(CLI --align truncate) to compare their first {min(lengths)} frames, or trim them")
 
 
 @dataclass
