@@ -6,7 +6,7 @@ STAMP := $(VENV)/.facesynth-installed
 # torch 2.14.1 + torchvision 0.29.1 is the pair that installs and runs everywhere we test (see DESIGN.md)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/extract.py --quick --out bench/results/extract.json

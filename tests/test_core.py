@@ -142,6 +142,7 @@ def test_in_colab(monkeypatch):
     assert gpu.in_colab() is True
 
 
+@pytest.mark.slow
 def test_gpu_import_touches_no_device():
     import importlib
     import subprocess

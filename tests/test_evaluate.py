@@ -51,6 +51,7 @@ def test_same_person_frames_are_closer_than_dlibs_threshold(head, embedder):
     assert embedder.distance(head[0], head[-1]) == pytest.approx(descriptor_distance(d[0], embedder.embed(head[-1])))
 
 
+@pytest.mark.slow
 def test_different_people_are_farther_than_dlibs_threshold(samples, head, embedder):
     astronaut, hopper = read_image(samples.astronaut), read_image(samples.grace_hopper)
     pairs = [(astronaut, hopper), (astronaut, head[0]), (hopper, head[0]), (astronaut, head[12]), (hopper, head[12])]
@@ -69,6 +70,7 @@ def test_descriptor_is_128_d_and_no_face_gives_none(head, embedder):
     assert cosine_similarity(d, d) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_face_set_uses_its_stored_landmarks(samples, embedder, tmp_path):
     from facesynth.extract import extract_faces
     fs_dir = tmp_path / "B"
@@ -148,6 +150,7 @@ def test_jitter_grows_with_landmark_noise(head_landmarks):
 
 # swap -----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_video_against_itself_is_no_swap(samples, head, embedder):
     r = evaluate_swap(head, head, target=samples.astronaut, embedder=embedder, progress=False)
     assert r["success_rate"] == 0.0
@@ -159,6 +162,7 @@ def test_a_video_against_itself_is_no_swap(samples, head, embedder):
     assert r["jitter"] == pytest.approx(r["jitter_original"])
 
 
+@pytest.mark.slow
 def test_a_complete_identity_change_is_a_successful_swap(head, astronaut_small, samples, embedder):
     swapped = np.stack([astronaut_small] * 6)
     r = evaluate_swap(head[:6], swapped, target=samples.astronaut, embedder=embedder, progress=False)
@@ -166,6 +170,7 @@ def test_a_complete_identity_change_is_a_successful_swap(head, astronaut_small, 
     assert r["id_to_target"] < SAME_PERSON_THRESHOLD < r["id_to_source"]
 
 
+@pytest.mark.slow
 def test_frames_without_a_face_are_counted_not_fatal(head, samples, embedder):
     swapped = head[:8].copy()
     swapped[[2, 5]] = 128
@@ -176,6 +181,7 @@ def test_frames_without_a_face_are_counted_not_fatal(head, samples, embedder):
     assert np.isfinite(r["id_to_source"])
 
 
+@pytest.mark.slow
 def test_videos_of_different_lengths_or_rates_are_refused_or_aligned_in_time(head, samples, embedder, tmp_path):
     with pytest.raises(ConfigError, match="different lengths"):
         evaluate_swap(head[:8], head[:6], target=samples.astronaut, embedder=embedder, progress=False)
@@ -190,6 +196,7 @@ def test_videos_of_different_lengths_or_rates_are_refused_or_aligned_in_time(hea
     assert issubclass(ConfigError, FacesynthError)
 
 
+@pytest.mark.slow
 def test_report_is_json_with_definitions_weights_and_no_nan(head, samples, embedder, tmp_path):
     r = evaluate_swap(head[:4], np.full_like(head[:4], 128), target=samples.astronaut, embedder=embedder,
                       progress=False)
@@ -205,6 +212,7 @@ def test_report_is_json_with_definitions_weights_and_no_nan(head, samples, embed
 
 # reenactment ----------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_self_reenactment_by_its_own_frames_scores_zero(head, embedder):
     r = evaluate_reenactment(head[0], head[:8], head[:8], embedder=embedder, progress=False)
     assert r["protocol"].startswith("self-reenactment")
@@ -212,6 +220,7 @@ def test_self_reenactment_by_its_own_frames_scores_zero(head, embedder):
     assert r["id_to_source_image"] < SAME_PERSON_THRESHOLD and r["id_kept_rate"] == 1.0
 
 
+@pytest.mark.slow
 def test_reenactment_l1_and_akd_follow_a_shift(head, embedder):
     k = 3
     result = np.stack([cv2.warpAffine(f, np.float32([[1, 0, 0], [0, 1, k]]), (176, 144),
@@ -231,6 +240,7 @@ def test_cross_identity_reports_identity_kept_and_no_l1(head, samples, astronaut
         evaluate_reenactment(np.full((64, 64, 3), 90, np.uint8), head[:4], head[:4], embedder=embedder)
 
 
+@pytest.mark.slow
 def test_the_worker_process_gives_the_same_numbers_as_one_process(head, samples, embedder, tmp_path):
     original = write_video(tmp_path / "original.mp4", head[:10], fps=25)
     swapped = write_video(tmp_path / "swapped.mp4", np.clip(head[:10].astype(int) + 12, 0, 255).astype(np.uint8),

@@ -19,6 +19,7 @@ def clips(samples, tmp_path_factory):
             "short": write_video(root / "short.mp4", frames[:4], fps=25), "root": root}
 
 
+@pytest.mark.slow
 def test_evaluate_swap_writes_json_and_prints_a_table(clips, samples, capsys):
     out = clips["root"] / "swap.json"
     rc = main(["evaluate", "swap", "--original", str(clips["original"]), "--swapped", str(clips["original"]),
@@ -33,6 +34,7 @@ def test_evaluate_swap_writes_json_and_prints_a_table(clips, samples, capsys):
     assert "success_rate" in table and "0.0000" in table and str(out) in table
 
 
+@pytest.mark.slow
 def test_evaluate_reenact_defaults_to_a_json_beside_the_result(clips, capsys):
     rc = main(["evaluate", "reenact", "--source", str(clips["original"]), "--driving", str(clips["original"]),
                "--result", str(clips["original"])])
@@ -42,6 +44,7 @@ def test_evaluate_reenact_defaults_to_a_json_beside_the_result(clips, capsys):
     assert "akd" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_evaluate_errors_are_one_line_with_exit_2(clips, samples, capsys, tmp_path):
     rc = main(["evaluate", "swap", "--original", str(clips["original"]), "--swapped", str(clips["short"]),
                "--target", str(samples.astronaut), "--json", str(tmp_path / "x.json")])
@@ -53,6 +56,7 @@ def test_evaluate_errors_are_one_line_with_exit_2(clips, samples, capsys, tmp_pa
     assert rc == 2 and "not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_lipsync_offline_reports_the_correlation_and_names_the_missing_syncnet(clips, capsys):
     from pathlib import Path
     clip = Path(__file__).parent / "data" / "syncnet" / "carphone_crop.mp4"     # real face, sound that follows it

@@ -240,6 +240,7 @@ def test_torchvision_inception_weights_raise_checkpoint_error_naming_the_right_f
 
 # --- evaluate_generation: FID/KID where the weights are, identity statistics offline ---------------------------
 
+@pytest.mark.slow
 def test_evaluate_generation_offline_gives_identity_statistics_and_a_note(samples, faces):
     from facesynth.evaluate import evaluate_generation
     from facesynth.media import read_image
@@ -265,6 +266,7 @@ def test_evaluate_generation_counts_images_without_a_face(faces):
     assert report["face_rate"] < 0.5 and report["n_generated"] == 4
 
 
+@pytest.mark.slow
 def test_evaluate_generation_with_weights_adds_fid_and_kid(registry_weights, faces):
     from facesynth.evaluate import evaluate_generation
 

@@ -98,6 +98,7 @@ def seeded_syncnet(tmp_path_factory):
 
 # --- mouth–audio correlation --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_mouth_audio_correlation_is_high_at_the_true_alignment(talking_head_with_sound):
     video, wav, _ = talking_head_with_sound
     result = mouth_audio_correlation(video, wav)
@@ -108,6 +109,7 @@ def test_mouth_audio_correlation_is_high_at_the_true_alignment(talking_head_with
     assert result["best_lag_s"] == pytest.approx(result["best_lag_frames"] / TALKING_HEAD_FPS)
 
 
+@pytest.mark.slow
 def test_mouth_audio_correlation_drops_when_the_sound_is_shifted_by_a_second(talking_head_with_sound):
     video, wav, _ = talking_head_with_sound
     sound = read_audio(wav, SR)
@@ -117,6 +119,7 @@ def test_mouth_audio_correlation_drops_when_the_sound_is_shifted_by_a_second(tal
     assert aligned["corr_at_zero"] > shifted["corr_at_zero"] + 0.5
 
 
+@pytest.mark.slow
 def test_mouth_audio_correlation_finds_a_known_delay(talking_head_with_sound):
     video, wav, _ = talking_head_with_sound
     delay = 6                                                           # frames, 0.2 s
@@ -127,6 +130,7 @@ def test_mouth_audio_correlation_finds_a_known_delay(talking_head_with_sound):
     assert result["mouth_audio_corr"] > 0.8
 
 
+@pytest.mark.slow
 def test_frames_without_a_face_are_counted_and_left_out(talking_head_with_sound):
     video, wav, opening = talking_head_with_sound
     frames = np.stack(list(iter_rgb(video)))
@@ -146,6 +150,7 @@ def test_a_video_without_sound_is_a_media_error(samples):
         mouth_audio_correlation(samples.talking_head)
 
 
+@pytest.mark.slow
 def test_evaluate_lipsync_without_weights_gives_the_correlation_and_a_note(talking_head_with_sound):
     video, wav, _ = talking_head_with_sound
     result = evaluate_lipsync(video, wav)
@@ -167,6 +172,7 @@ def test_mfcc_matches_python_speech_features(official):
     np.testing.assert_allclose(ours[:len(expected)], expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_lse_matches_the_official_syncnet_evaluation(official, seeded_syncnet, tmp_path):
     # the official scorer reads the frames back from JPEG files written by ffmpeg; do the same here so the
     # comparison checks the model and the scoring, not JPEG noise

@@ -91,12 +91,14 @@ def test_single_image_and_crop_size(samples, tmp_path):
     np.testing.assert_array_equal(reopened[0].landmarks, fs[0].landmarks)
 
 
+@pytest.mark.slow
 def test_fps_sampling_keeps_evenly_spaced_frames(samples, tmp_path):
     fs = extract_faces(samples.talking_head, tmp_path / "s", fps=5, detector="dlib", progress=False)
     assert fs.settings["frames_read"] == 20
     assert all(f.frame % 6 == 0 for f in fs) and len(fs) >= 19
 
 
+@pytest.mark.slow
 def test_face_types_keep_more_around_the_face(samples, tmp_path):
     eye_dist = {}
     for ft in ("full", "whole", "head"):
@@ -105,6 +107,7 @@ def test_face_types_keep_more_around_the_face(samples, tmp_path):
     assert eye_dist["full"] > eye_dist["whole"] > eye_dist["head"]
 
 
+@pytest.mark.slow
 def test_all_faces_keeps_both_people_and_default_keeps_the_largest(samples, tmp_path):
     astro = read_image(samples.astronaut)[44:468]              # 424×512
     hopper = read_image(samples.grace_hopper)[88:512]          # 424×512
@@ -116,6 +119,7 @@ def test_all_faces_keeps_both_people_and_default_keeps_the_largest(samples, tmp_
     assert len(both) == 2 and sorted(f.box[0] > 512 for f in both) == [False, True]
 
 
+@pytest.mark.slow
 def test_temporal_smoothing_reduces_landmark_jitter(head_set, samples, tmp_path):
     smooth = extract_faces(samples.talking_head, tmp_path / "sm", smooth=5, detector="dlib", progress=False)
 
@@ -165,6 +169,7 @@ def test_folder_without_images_raises_media_error(tmp_path):
         extract_faces(tmp_path / "in", tmp_path / "out", detector="dlib", progress=False)
 
 
+@pytest.mark.slow
 def test_folder_of_unreadable_images_raises_media_error_and_one_bad_photo_is_skipped(samples, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -201,6 +206,7 @@ def test_video_without_faces_raises_no_face_error_with_frame_count(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
 
+@pytest.mark.slow
 def test_truncated_video_uses_readable_frames_and_warns(samples, tmp_path):
     fast = tmp_path / "fast.mp4"
     subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(samples.talking_head), "-c", "copy",
@@ -216,6 +222,7 @@ def test_truncated_video_uses_readable_frames_and_warns(samples, tmp_path):
     assert any(issubclass(w.category, MediaWarning) and str(read) in str(w.message) for w in caught)
 
 
+@pytest.mark.slow
 def test_failed_extraction_keeps_the_previous_face_set(samples, tmp_path):
     out = tmp_path / "faces"
     extract_faces(samples.grace_hopper, out, detector="dlib", progress=False)
@@ -225,6 +232,7 @@ def test_failed_extraction_keeps_the_previous_face_set(samples, tmp_path):
     assert len(FaceSet.open(out)) == 1 and Path(FaceSet.open(out)[0].source).name == "grace_hopper.jpg"
 
 
+@pytest.mark.slow
 def test_existing_face_set_is_replaced_but_other_folders_are_refused(samples, tmp_path):
     out = tmp_path / "faces"
     extract_faces(samples.grace_hopper, out, detector="dlib", progress=False)

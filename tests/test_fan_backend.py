@@ -147,6 +147,7 @@ def _check_faces(faces: list[DetectedFace]) -> None:
         assert (np.abs(face.landmarks - [cx, cy]) <= half + 1e-3).all()
 
 
+@pytest.mark.slow
 def test_detect_mixed_sizes_end_to_end(backend: FanBackend, frames: dict[str, np.ndarray],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import face_alignment.detection.sfd.detect as sfd_detect
@@ -188,6 +189,7 @@ def test_min_score_filters_boxes(backend: FanBackend, frames: dict[str, np.ndarr
     assert backend.detect([frames["head0"], frames["astronaut"]]) == [[], []]
 
 
+@pytest.mark.slow
 def test_heatmap_decoding_matches_face_alignment() -> None:
     from face_alignment.utils import get_preds_fromhm
 
@@ -213,6 +215,7 @@ def test_heatmap_decoding_matches_face_alignment() -> None:
         assert (np.abs(ref[0]) <= np.abs(ours[i]) + 1e-6).all()
 
 
+@pytest.mark.slow
 def test_landmarks_match_face_alignment(backend: FanBackend, frames: dict[str, np.ndarray], fake_weights: dict,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from face_alignment import FaceAlignment, LandmarksType
@@ -257,6 +260,7 @@ def test_corrupt_weights_raise_checkpoint_error(broken: str, monkeypatch: pytest
         assert "2DFAN4" in str(info.value)
 
 
+@pytest.mark.slow
 def test_auto_prefers_fan_when_its_weights_are_present(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                        fake_weights: dict) -> None:
     monkeypatch.setenv("TORCH_HOME", str(fake_weights["home"]))

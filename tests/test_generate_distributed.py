@@ -38,6 +38,7 @@ torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "G_ema": t
 '''
 
 
+@pytest.mark.slow
 def test_two_ranks_stay_in_sync_and_only_rank_0_writes(samples, tmp_path):
     extract_faces(samples.talking_head, tmp_path / "faces", fps=10, size=64, detector="dlib", progress=False)
     (tmp_path / "worker.py").write_text(WORKER)

@@ -29,6 +29,7 @@ def net() -> Wav2Lip:
     return randomize_(Wav2Lip(), 0).eval()
 
 
+@pytest.mark.slow
 def test_cli_lipsync_writes_the_official_frame_count_with_sound(samples, speech, tmp_path):
     from facesynth.cli import main
 
@@ -51,6 +52,7 @@ def test_cli_reports_a_missing_checkpoint_in_one_line(samples, speech, tmp_path,
     assert code == 2 and "wav2lip_gan.pth" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_talking_portrait_animates_then_lip_syncs(samples, speech, net, tmp_path):
     out = talking_portrait(samples.root / "portraits" / "astronaut.png", samples.talking_head, speech,
                            tmp_path / "portrait.mp4", fomm=FOMM / "small-cpk.pt", config=FOMM / "small.yaml",
@@ -71,6 +73,7 @@ def test_talking_portrait_needs_a_sound(samples, net, tmp_path):
                          fomm=FOMM / "small-cpk.pt", config=FOMM / "small.yaml", wav2lip=net)
 
 
+@pytest.mark.slow
 def test_talking_portrait_pasted_back_into_the_portrait(samples, net, tmp_path):
     from facesynth.lipsync import count_mel_frames, synthetic_speech
     from facesynth.media import read_image, write_wav

@@ -78,6 +78,7 @@ def test_pad_box_truncates_then_clips_to_the_frame():
 
 # --- frames -------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_still_image_frames_equal_the_official_ones(samples, net, speech, logic):
     still = logic["still"]
     plan = plan_lipsync(samples.root / "portraits" / "astronaut.png", speech, fps=still["fps"],
@@ -106,6 +107,7 @@ def test_batch_size_does_not_change_the_frames(samples, net, speech):
     assert max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(a, b)) <= 1
 
 
+@pytest.mark.slow
 def test_a_short_video_loops_from_its_start(samples, net, speech, tmp_path):
     clip = tmp_path / "clip.mp4"
     source = [f for _, f in zip(range(7), (f for _, f in iter_frames(samples.talking_head)))]
@@ -136,6 +138,7 @@ def test_feathered_blend_keeps_the_box_border_and_the_centre_prediction():
 
 # --- files ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_lipsync_on_the_portrait_gives_the_official_frame_count_and_sound(samples, net, speech, tmp_path):
     out = lipsync(samples.root / "portraits" / "astronaut.png", speech, tmp_path / "talking.mp4", checkpoint=net,
                   fps=25, detector="dlib", progress=False)

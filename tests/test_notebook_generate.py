@@ -30,6 +30,7 @@ def test_notebook_is_committed_without_outputs_and_has_parameters():
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
 
 
+@pytest.mark.slow
 def test_without_weights_it_trains_quickly_and_says_so(tmp_path, samples, monkeypatch):
     from facesynth.media import probe
     from facesynth.training import read_log
@@ -51,6 +52,7 @@ def test_without_weights_it_trains_quickly_and_says_so(tmp_path, samples, monkey
     assert "facesynth-evaluation" in html and "identity_diversity" in text
 
 
+@pytest.mark.slow
 def test_with_a_released_pickle_it_uses_it(tmp_path, monkeypatch):
     out = tmp_path / "nb03w"
     _, text, _ = _run(tmp_path, monkeypatch, OUT=str(out), PKL=str(PKL))

@@ -49,6 +49,7 @@ def _write_log(path: Path, n: int = 400, event_at: int = 200) -> None:
             f.write(json.dumps(r) + "\n")
 
 
+@pytest.mark.slow
 def test_live_plot_headless_writes_png_and_marks_the_data_change(facesets, tmp_path):
     for name in ("A", "B"):
         shutil.copytree(facesets[name], tmp_path / name)
@@ -66,6 +67,7 @@ def test_live_plot_headless_writes_png_and_marks_the_data_change(facesets, tmp_p
     assert png.stat().st_mtime >= (tmp_path / "model" / "log.jsonl").stat().st_mtime - 1
 
 
+@pytest.mark.slow
 def test_live_plot_in_a_notebook_shows_one_figure_per_train_call_and_updates_it(monkeypatch):
     import IPython.display
 

@@ -24,6 +24,7 @@ def test_notebooks_are_committed_without_outputs():
         assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"]), path.name
 
 
+@pytest.mark.slow
 def test_extraction_notebook_runs_on_the_samples(tmp_path, samples):
     nb = _run("00_extract_faces.ipynb", tmp_path, OUT=str(tmp_path / "nb00"), DETECTOR="dlib",
               SOURCE=str(samples.talking_head), PHOTOS=str(samples.portraits))
@@ -35,6 +36,7 @@ def test_extraction_notebook_runs_on_the_samples(tmp_path, samples):
     assert "faces from" in text and "/40 frames" in text      # QUICK samples the 4 s video at 10 fps
 
 
+@pytest.mark.slow
 def test_face_swap_notebook_trains_prunes_and_converts(tmp_path, samples):
     from facesynth.media import probe
     from facesynth.training import read_log
@@ -58,6 +60,7 @@ def test_face_swap_notebook_trains_prunes_and_converts(tmp_path, samples):
     assert "facesynth-evaluation" in html and "success_rate" in html
 
 
+@pytest.mark.slow
 def test_reenactment_notebook_trains_a_stand_in_and_animates_the_portrait(tmp_path, samples):
     from facesynth.media import probe
     from facesynth.training import read_log

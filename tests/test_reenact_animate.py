@@ -167,6 +167,7 @@ def dlib_ready():
         pytest.skip("dlib's landmark model is not installed")
 
 
+@pytest.mark.slow
 def test_find_best_frame_picks_the_source_among_other_faces(ref, dlib_ready):
     frames = list(ref["driving"].numpy())          # uint8 RGB, a talking head
     portrait = torch.load(DATA / "reference.pt", weights_only=True)["source"][0].numpy()
@@ -177,6 +178,7 @@ def test_find_best_frame_picks_the_source_among_other_faces(ref, dlib_ready):
     assert find_best_frame(as_frames(ref["driving"][2:3]), as_frames(ref["driving"]), detector="dlib") == 2
 
 
+@pytest.mark.slow
 def test_frames_without_a_face_are_skipped(ref, dlib_ready):
     frames = list(ref["driving"].numpy())
     blank = np.zeros_like(frames[0])

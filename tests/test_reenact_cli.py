@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facesynth.media import VideoWriter, has_audio, iter_frames, probe, read_image, write_wav
 
 FIXTURES = Path(__file__).parent / "data" / "fomm"
 
 
+@pytest.mark.slow
 def test_reenact_writes_an_animation_with_the_driving_frames_fps_and_audio(samples, tmp_path):
     from facesynth.cli import main
 
@@ -40,6 +42,7 @@ def test_reenact_writes_an_animation_with_the_driving_frames_fps_and_audio(sampl
     assert np.abs(first[-40:, -40:].astype(int) - portrait[-40:, -40:]).mean() < 4    # outside the face: kept
 
 
+@pytest.mark.slow
 def test_reenact_without_weights_says_where_to_get_them(samples, tmp_path):
     res = subprocess.run([sys.executable, "-m", "facesynth", "reenact", str(tmp_path / "o.mp4"), "--source",
                           str(samples.astronaut), "--driving", str(samples.talking_head)],
@@ -49,6 +52,7 @@ def test_reenact_without_weights_says_where_to_get_them(samples, tmp_path):
     assert len(lines) == 1 and "vox-cpk.pth.tar" in lines[0] and "drive.google.com" in lines[0]
 
 
+@pytest.mark.slow
 def test_reenact_keeps_evenly_spaced_frames_that_match_the_written_video(samples, tmp_path):
     from facesynth.reenact import load_fomm, reenact
 

@@ -44,6 +44,7 @@ def test_reconstruction_l1_equals_the_per_frame_loop(model, clip, batch_size):
     assert 0.01 < result["l1"] < 0.5
 
 
+@pytest.mark.slow
 def test_reconstruction_of_a_video_file_resizes_its_frames(model, samples):
     result = evaluate_reconstruction(model, samples.talking_head, size=128, batch_size=32)
     assert result["frames"] == 120

@@ -37,6 +37,7 @@ def test_source_crop_has_the_requested_size_and_the_face_well_inside(samples):
     assert 0.33 * SIZE < np.ptp(lm[:, 0]) < 0.67 * SIZE
 
 
+@pytest.mark.slow
 def test_source_accepts_pixels_and_gives_the_same_crop_as_the_file(samples):
     from_file, crop_file = prepare_source(samples.grace_hopper, size=128, detector="dlib")
     from_array, crop_array = prepare_source(read_image(samples.grace_hopper), size=128, detector="dlib")
@@ -130,6 +131,7 @@ def test_paste_back_changes_only_the_inside_of_the_box(samples):
     assert edge_change < 0.2 * np.abs(out[centre].astype(int) - frame[centre]).mean()
 
 
+@pytest.mark.slow
 def test_paste_back_of_the_unchanged_crop_restores_the_frame(samples):
     frame = read_image(samples.astronaut)
     _, crop = prepare_source(frame, detector="dlib")

@@ -46,6 +46,7 @@ def test_without_vgg_weights_a_warning_is_given_and_the_l1_pyramid_trains(tmp_pa
     assert all(np.isfinite(r["loss_generator_total"]) for r in log)
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_a_single_clip(tmp_path, clip):
     trainer = make_trainer(tmp_path / "run", clip, batch_size=4, checkpoint_every=1000)
     trainer.train(20, progress=False)
@@ -55,6 +56,7 @@ def test_loss_goes_down_on_a_single_clip(tmp_path, clip):
     assert last < 0.8 * first, f"first five {first:.3f}, last five {last:.3f}"
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_saved_iteration(tmp_path, clip):
     make_trainer(tmp_path / "run", clip, checkpoint_every=3).train(4, progress=False)
     # iteration 4 is the target, so it is checkpointed too; a new trainer on the workdir resumes there
@@ -98,6 +100,7 @@ def test_fine_tuning_starts_from_an_official_checkpoint(tmp_path, clip):
     assert trainer.iteration == 1
 
 
+@pytest.mark.slow
 def test_perceptual_loss_uses_the_vgg_features_when_present(tmp_path, clip, monkeypatch):
     from torchvision.models import vgg19
 

@@ -43,6 +43,7 @@ def _one_line_error(capsys) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_train_swap_trains_then_resumes_to_the_higher_count(facesets, tmp_path, capsys):
     workdir, png = tmp_path / "model", tmp_path / "plots" / "loss.png"
     args = ["train-swap", "--workdir", str(workdir), "--device", "cpu", "--plot", str(png)]

@@ -186,6 +186,7 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+@pytest.mark.slow
 def test_two_cpu_ranks_train_in_lockstep_and_only_rank_0_writes(samples, tmp_path):
     faces_a = extract_faces(samples.talking_head, tmp_path / "faces" / "A", fps=5, size=64, detector="dlib",
                             progress=False)

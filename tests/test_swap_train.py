@@ -35,6 +35,7 @@ def quick(**overrides) -> SwapConfig:
     return SwapConfig.preset("quick", **{"preview_every": 0, "snapshot_every": 0, **overrides})
 
 
+@pytest.mark.slow
 def test_quick_preset_lowers_both_losses_by_a_quarter(facesets, tmp_path):
     a, b = facesets
     trainer = SwapTrainer(quick(checkpoint_every=1000), faces_a=a, faces_b=b, workdir=tmp_path / "m", progress=False)
@@ -66,6 +67,7 @@ def test_lr_schedules():
         LRSchedule(1.0, "exponential")
 
 
+@pytest.mark.slow
 def test_train_is_a_target_and_resume_continues_exactly(facesets, tmp_path):
     a, b = facesets
     cfg = quick(checkpoint_every=5)
@@ -94,6 +96,7 @@ SwapTrainer(cfg, faces_a=sys.argv[1], faces_b=sys.argv[2], workdir=sys.argv[3], 
 """
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_loses_nothing_saved(facesets, tmp_path):
     a, b = facesets
     script = tmp_path / "worker.py"
@@ -148,6 +151,7 @@ def test_non_finite_loss_restores_the_checkpoint_and_lowers_the_lr(facesets, tmp
     assert max(moved) < 0.5                             # restored, not carrying the +1 corruption
 
 
+@pytest.mark.slow
 def test_per_face_losses_previews_backups_and_snapshots(facesets, tmp_path):
     a, b = facesets
     cfg = quick(checkpoint_every=10, preview_every=10, snapshot_every=20)
@@ -224,6 +228,7 @@ def test_workdir_guards(facesets, tmp_path):
 
 @pytest.mark.parametrize("preset,resolution,params", [("quick", 64, (0.5e6, 5e6)), ("paper", 64, (60e6, 120e6)),
                                                       ("dfl-df", 128, (30e6, 90e6)), ("dfl-liae", 128, (50e6, 150e6))])
+@pytest.mark.slow
 def test_presets_build_the_documented_networks(preset, resolution, params):
     cfg = SwapConfig.preset(preset)
     model = SwapModel(cfg)
