@@ -274,3 +274,18 @@ def test_evaluate_generation_with_weights_adds_fid_and_kid(registry_weights, fac
     assert report["fid"] > 0 and np.isfinite(report["kid"])
     assert report["weights"]["inception"]["file"] == OFFICIAL and report["inception_official"] is False
     assert report["face_rate"] == 1.0
+
+
+def test_evaluate_generation_enlarges_small_faces_and_compares_with_other_people(samples, faces):
+    import cv2
+
+    from facesynth.evaluate import evaluate_generation
+    small = np.stack([cv2.resize(f[8:136, 24:152], (48, 48), interpolation=cv2.INTER_AREA) for f in faces[:4]])
+    from facesynth.evaluate.generation import _enlarged
+    frame = faces[0]
+    assert _enlarged(small[0], 256).shape == (256, 256, 3) and _enlarged(frame, 128) is frame
+    enlarged = evaluate_generation(small, faces[4:], weights=None, upsample_to=256,
+                                   others={"astronaut": samples.astronaut, "hopper": samples.grace_hopper})
+    assert enlarged["face_rate"] == 1.0 and enlarged["upsample_to"] == 256
+    assert enlarged["distance_real"] < 0.6 < min(enlarged["distance_others"].values())
+    assert enlarged["closest_real_rate"] == 1.0 and "closest_real_rate" in enlarged["definitions"]

@@ -136,3 +136,42 @@ def test_progressive_training_lowers_the_lod(faces, tmp_path):
     lods = [r["lod"] for r in read_log(tmp_path / "wd")]
     assert lods == [2.0, 2.0, 1.5, 1.0, 1.0, 0.5]          # batch 4: 4 images stable, 8 fading in, per level
     assert float(tr.G.synthesis.lod) == 0.5 and float(tr.G_ema.synthesis.lod) == 0.5
+
+
+def test_diff_augment_keeps_shapes_and_only_moves_or_recolours():
+    from facesynth.generate.train import diff_augment
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    assert torch.equal(diff_augment(x, ()), x)
+    g = torch.Generator().manual_seed(0)
+    moved = diff_augment(x, ("translation",), g)
+    assert moved.shape == x.shape
+    values = set(x.flatten().tolist()) | {0.0}         # a shift only moves pixels (zero padding comes in)
+    assert set(moved.flatten().tolist()) <= values
+    recoloured = diff_augment(x, ("color",), torch.Generator().manual_seed(1))
+    assert recoloured.shape == x.shape and not torch.allclose(recoloured, x)
+    again = diff_augment(x, ("color",), torch.Generator().manual_seed(1))
+    assert torch.equal(recoloured, again)
+
+
+def test_lazy_r1_runs_the_penalty_every_r1_every_steps_scaled_by_it(faces, tmp_path, monkeypatch):
+    import facesynth.generate.train as train_module
+    gammas = []
+    real = train_module.d_logistic_r1_loss
+
+    def recording(D, reals, fakes, gamma):
+        gammas.append(gamma)
+        return real(D, reals, fakes, gamma)
+
+    monkeypatch.setattr(train_module, "d_logistic_r1_loss", recording)
+    cfg = quick(r1_every=2, r1_gamma=5.0)
+    StyleGANTrainer(cfg, faces=faces, workdir=tmp_path / "w", progress=False).train(4)
+    assert gammas == [10.0, 0.0, 10.0, 0.0]           # steps 0 and 2 (the official lazy schedule starts at 0)
+    log = [r for r in read_log(tmp_path / "w") if "r1" in r]
+    assert all(math.isfinite(r["r1"]) and math.isfinite(r["loss_d"]) for r in log)
+
+
+def test_quick_faces_preset_is_the_quick_network_with_the_faster_recipe():
+    cfg = StyleGANTrainConfig.preset("quick-faces")
+    assert cfg.model.resolution == StyleGANTrainConfig.preset("quick").model.resolution
+    assert (cfg.lr, cfg.r1_every, cfg.model.mapping_layers, cfg.model.style_mixing_prob) == (0.006, 16, 2, 0.0)
+    assert StyleGANTrainConfig.from_dict(cfg.to_dict()) == cfg
