@@ -1,10 +1,10 @@
 """Notebook helpers: galleries, live loss/LR plots, the pruning widget, webcam capture in Colab. No maths here;
 the library does the work."""
 from facesynth.notebook.evaluation import show_evaluation
-from facesynth.notebook.gallery import face_gallery, frame_rows
+from facesynth.notebook.gallery import before_after, face_gallery, frame_rows, swap_preview
 from facesynth.notebook.live import LivePlot, plot_training
 from facesynth.notebook.prune_widget import PruneWidget
 from facesynth.notebook.webcam import in_colab, record_webcam
 
 __all__ = ["face_gallery", "frame_rows", "LivePlot", "plot_training", "PruneWidget", "in_colab", "record_webcam",
-           "show_evaluation"]
+           "show_evaluation", "swap_preview", "before_after"]

@@ -9,7 +9,9 @@ import numpy as np
 
 from facesynth.extract.faceset import Face, FaceSet
 
-__all__ = ["face_gallery", "frame_rows"]
+__all__ = ["face_gallery", "frame_rows", "swap_preview", "before_after", "PREVIEW_COLUMNS"]
+
+PREVIEW_COLUMNS = ("A", "A→A", "A→B", "B", "B→B", "B→A")   # SwapTrainer.preview's column order
 
 _FORMATS = {"blur": "blur {:.0f}", "yaw": "yaw {:+.0f}°", "pitch": "pitch {:+.0f}°", "roll": "roll {:+.0f}°",
             "confidence": "conf {:.2f}", "size": "{:.0f}px", "motion": "mot {:.3f}", "loss": "loss {:.4f}"}
@@ -92,6 +94,41 @@ def frame_rows(rows: Sequence[tuple[str, Sequence[np.ndarray]]], captions: Seque
             if r == 0 and c < len(captions):
                 ax.set_title(captions[c], fontsize=8)
     return _finish(fig, title, path)
+
+
+def swap_preview(grid: np.ndarray, title: str | None = None, path: str | os.PathLike | None = None,
+                 inches: float = 9.0):
+    """``SwapTrainer.preview()``'s grid with a title over each of its six columns (A, A→A, A→B, B, B→B, B→A).
+
+    Saved to ``path`` when given (the titles are in the PNG); returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    h, w = grid.shape[:2]
+    fig, ax = plt.subplots(figsize=(inches, inches * h / w + 0.5))
+    ax.imshow(grid)
+    step = w / len(PREVIEW_COLUMNS)
+    ax.set_xticks([step * (i + 0.5) for i in range(len(PREVIEW_COLUMNS))], PREVIEW_COLUMNS, fontsize=10)
+    ax.xaxis.tick_top()
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return _finish(fig, title, path)
+
+
+def before_after(original: str | os.PathLike, swapped: str | os.PathLike, n: int = 4,
+                 labels: tuple[str, str] = ("original (A)", "swapped A→B"), title: str | None = None,
+                 path: str | os.PathLike | None = None):
+    """``n`` frames spread over two videos of the same length, the original above the swapped (streamed)."""
+    from facesynth.media import iter_frames, probe
+
+    count = probe(original).frame_count or n
+    picks = set(np.linspace(0, max(count - 1, 0), n).round().astype(int).tolist())
+    before = {i: f for i, f in iter_frames(original) if i in picks}
+    after = {i: f for i, f in iter_frames(swapped) if i in picks}
+    shown = sorted(set(before) & set(after))
+    return frame_rows([(labels[0], [before[i] for i in shown]), (labels[1], [after[i] for i in shown])],
+                      captions=[f"frame {i}" for i in shown], title=title, path=path, tile_inches=2.4)
 
 
 def _finish(fig, title: str | None, path: str | os.PathLike | None):

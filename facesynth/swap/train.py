@@ -280,8 +280,9 @@ class SwapTrainer(Trainer):
             swapped, _ = self.model(x, other)
             rows.append(torch.cat([x, same.float(), swapped.float()], dim=3))
         self.model.train()
-        n = min(r.shape[0] for r in rows)
-        grid = torch.cat([rows[0][:n], rows[1][:n]], dim=3)          # [n, 3, R, 6R]
+        n = max(r.shape[0] for r in rows)       # a person with fewer faces (one photo) repeats them
+        rows = [r.repeat(-(-n // r.shape[0]), 1, 1, 1)[:n] for r in rows]
+        grid = torch.cat(rows, dim=3)                                 # [n, 3, R, 6R]
         grid = torch.cat(list(grid), dim=1)                           # [3, nR, 6R]
         return (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
