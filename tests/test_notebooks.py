@@ -37,27 +37,33 @@ def test_extraction_notebook_runs_on_the_samples(tmp_path, samples):
 
 
 @pytest.mark.slow
-def test_face_swap_notebook_trains_prunes_and_converts(tmp_path, samples):
+def test_face_swap_notebook_trains_prunes_converts_and_swaps_the_identity(tmp_path, samples):
+    """The QUICK recipe (also `facesynth demo`'s): quick preset, 3000 iterations, B = one photo."""
     from facesynth.media import probe
     from facesynth.training import read_log
 
     out = tmp_path / "nb01"
     nb = _run("01_face_swap.ipynb", tmp_path, OUT=str(out), DETECTOR="dlib", SOURCE_A=str(samples.talking_head),
-              SOURCE_B=str(samples.portraits))
+              SOURCE_B=str(samples.astronaut))
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    for png in ("gallery_A.png", "loss.png", "loss_final.png", "preview.png", "worst_A.png", "before_after.png"):
+    for png in ("gallery_A.png", "loss.png", "loss_final.png", "preview_before_pruning.png", "preview.png",
+                "worst_A.png", "before_after.png"):
         assert (out / png).stat().st_size > 10_000, png
     log = read_log(out / "model")
-    assert log[-1]["iteration"] == 240                     # QUICK: 160 iterations, pruning, on to 240
-    assert [r["iteration"] for r in log if r.get("event") == "data_changed"] == [161]
+    assert log[-1]["iteration"] == 3000                    # QUICK: 2250 iterations, pruning, on to 3000
+    assert [r["iteration"] for r in log if r.get("event") == "data_changed"] == [2251]
     video = probe(out / "swap_a2b.mp4")
     assert (video.width, video.height) == (176, 144) and video.frame_count == 120
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "<video" in html and "base64" in html           # the converted video is embedded
-    evaluation = json.loads((out / "evaluation_swap.json").read_text())      # section 7: the swap's numbers
-    assert evaluation["frames"] == 120 and 0 <= evaluation["success_rate"] <= 1 and evaluation["face_rate"] > 0.9
-    assert "facesynth-evaluation" in html and "success_rate" in html
+    assert html.count("facesynth-evaluation") == 2         # the evaluation table before and after pruning
+    before = json.loads((out / "evaluation_swap_before_pruning.json").read_text())
+    after = json.loads((out / "evaluation_swap.json").read_text())
+    assert before["frames"] == after["frames"] == 120
+    # issue 11's bar for the recipe: a swap that dlib's descriptor takes for B, on A's head pose
+    assert after["success_rate"] >= 0.9 and after["id_to_target"] < 0.6
+    assert after["face_rate"] >= 0.9 and after["pose_error_deg"] <= 10
 
 
 @pytest.mark.slow
