@@ -276,6 +276,7 @@ def test_evaluate_generation_with_weights_adds_fid_and_kid(registry_weights, fac
     assert report["face_rate"] == 1.0
 
 
+@pytest.mark.slow
 def test_evaluate_generation_enlarges_small_faces_and_compares_with_other_people(samples, faces):
     import cv2
 

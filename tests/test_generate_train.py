@@ -153,6 +153,7 @@ def test_diff_augment_keeps_shapes_and_only_moves_or_recolours():
     assert torch.equal(recoloured, again)
 
 
+@pytest.mark.slow
 def test_lazy_r1_runs_the_penalty_every_r1_every_steps_scaled_by_it(faces, tmp_path, monkeypatch):
     import facesynth.generate.train as train_module
     gammas = []
