@@ -58,7 +58,7 @@ SUMMARY_KEYS = {
     "lipsync": ["lse_d", "lse_c", "mouth_audio_corr", "best_lag_frames", "best_lag_s", "corr_at_zero", "frames",
                 "frames_with_face"],
     "generate": ["fid", "kid", "kid_std", "face_rate", "identity_diversity", "real_diversity", "nearest_real",
-                 "n_generated", "n_real"],
+                 "distance_real", "closest_real_rate", "n_generated", "n_real"],
 }
 
 
