@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 __all__ = ["DEFINITIONS", "SUMMARY_KEYS", "definitions", "mean", "provenance", "write_report", "format_table",
-           "format_value", "jsonable"]
+           "format_value", "format_comparison", "jsonable"]
 
 DEFINITIONS: dict[str, str] = {
     "id_to_target": "dlib ResNet descriptor distance of the result's face to the target person's mean descriptor "
@@ -154,6 +154,20 @@ def format_table(result: dict, keys: Iterable[str] | None = None, title: str | N
     for k in keys:
         v = result[k]
         lines.append(f"{k:<{width}}  {format_value(v)}")
+    return "\n".join(lines)
+
+
+def format_comparison(results: dict[str, dict], keys: Iterable[str], title: str | None = None) -> str:
+    """A text table with one column per result (``{label: result}``), rows ``keys`` that any result has."""
+    labels = list(results)
+    keys = [k for k in keys if any(k in r and _scalar(r[k]) and not isinstance(r[k], str) for r in results.values())]
+    cells = [[format_value(results[lb].get(k)) for lb in labels] for k in keys]
+    name_w = max((len(k) for k in keys), default=0)
+    widths = [max([len(lb)] + [len(row[j]) for row in cells]) for j, lb in enumerate(labels)]
+    lines = [title] if title else []
+    lines.append(" " * name_w + "  " + "  ".join(lb.rjust(w) for lb, w in zip(labels, widths)))
+    for k, row in zip(keys, cells):
+        lines.append(f"{k:<{name_w}}  " + "  ".join(v.rjust(w) for v, w in zip(row, widths)))
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from facesynth.errors import ConfigError
 from facesynth.lipsync.pipeline import DEFAULT_PADS, lipsync, pad_box
 
-__all__ = ["talking_portrait"]
+__all__ = ["talking_portrait", "portrait_face_box"]
 
 
 def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLike,
@@ -87,7 +87,7 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
                     break
         box = None
         if face_box == "source":
-            box = _source_box(crop, full.shape[:2] if full is not None else (size, size), paste_back,
+            box = portrait_face_box(crop, full.shape[:2] if full is not None else (size, size), paste_back,
                               lipsync_options.pop("pads", DEFAULT_PADS))
         return lipsync(tmp, audio, out, checkpoint=wav2lip, box=box, detector=detector, device=device,
                        **lipsync_options)
@@ -95,8 +95,14 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
         Path(tmp).unlink(missing_ok=True)
 
 
-def _source_box(crop, frame_hw: tuple[int, int], in_portrait: bool, pads) -> tuple[int, int, int, int]:
-    """The portrait's face (its landmarks' extent), in the animated frames' pixels, padded → (y1, y2, x1, x2)."""
+def portrait_face_box(crop, frame_hw: tuple[int, int], in_portrait: bool, pads=DEFAULT_PADS) -> tuple[int, int, int, int]:
+    """The portrait's face box for lip sync (``face_box="source"``), in the animated frames' pixels.
+
+    ``crop``: the ``FaceCrop`` of ``prepare_source`` (``Reenactment.crop``); ``frame_hw``: the animated frames'
+    (height, width); ``in_portrait``: True when the animation was pasted back into the full portrait. The
+    landmarks' extent, padded by ``pads`` (top, bottom, left, right) → ``(y1, y2, x1, x2)``, the ``box`` that
+    ``plan_lipsync`` and ``lipsync`` take.
+    """
     points = np.asarray(crop.landmarks, np.float64)
     if in_portrait:   # crop pixels → portrait pixels
         points = points * (crop.side / crop.size) + np.array(crop.box[:2], np.float64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import os
 
-__all__ = ["show_evaluation", "evaluation_html"]
+__all__ = ["show_evaluation", "evaluation_html", "show_comparison", "comparison_html"]
 
 
 def evaluation_html(result: dict, keys: list[str], title: str) -> str:
@@ -39,4 +39,36 @@ def show_evaluation(result: dict, kind: str, title: str, path: str | os.PathLike
         print(f"note: {note}")
     if path is not None:
         print(f"→ {write_report(result, path)}")
+    return page
+
+
+def comparison_html(results: dict[str, dict], keys: list[str], title: str) -> str:
+    """HTML table with one value column per result (``{label: result}``) and the definitions of the first."""
+    from facesynth.evaluate.report import format_value
+
+    first = next(iter(results.values()))
+    definitions = first.get("definitions", {})
+    keys = [k for k in keys if any(k in r and not isinstance(r[k], (dict, list, str)) for r in results.values())]
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in results)
+    rows = "".join(
+        f"<tr><td><code>{html.escape(k)}</code></td>"
+        + "".join(f"<td style='text-align:right'>{html.escape(format_value(r.get(k)))}</td>" for r in results.values())
+        + f"<td style='text-align:left'>{html.escape(definitions.get(k, ''))}</td></tr>" for k in keys)
+    return (f"<table class='facesynth-evaluation'><caption style='text-align:left'><b>{html.escape(title)}</b></caption>"
+            f"<tr><th>metric</th>{head}<th style='text-align:left'>definition</th></tr>{rows}</table>")
+
+
+def show_comparison(results: dict[str, dict], kind: str, title: str, path: str | os.PathLike | None = None) -> str:
+    """Display several evaluations side by side (``{label: result}``, e.g. a model and a baseline) as one table,
+    plus the plain text table; ``path`` gets ``{label: result}`` as JSON. Returns the HTML."""
+    from IPython.display import HTML, display
+
+    from facesynth.evaluate.report import SUMMARY_KEYS, format_comparison, write_report
+
+    keys = SUMMARY_KEYS[kind]
+    page = comparison_html(results, keys, title)
+    display(HTML(page))
+    print(format_comparison(results, keys, title=title))
+    if path is not None:
+        print(f"→ {write_report(results, path)}")
     return page

@@ -9,7 +9,8 @@ import numpy as np
 
 from facesynth.extract.faceset import Face, FaceSet
 
-__all__ = ["face_gallery", "frame_rows", "swap_preview", "before_after", "PREVIEW_COLUMNS"]
+__all__ = ["face_gallery", "frame_rows", "swap_preview", "before_after", "draw_keypoints", "lipsync_preview",
+           "PREVIEW_COLUMNS"]
 
 PREVIEW_COLUMNS = ("A", "A→A", "A→B", "B", "B→B", "B→A")   # SwapTrainer.preview's column order
 
@@ -129,6 +130,82 @@ def before_after(original: str | os.PathLike, swapped: str | os.PathLike, n: int
     shown = sorted(set(before) & set(after))
     return frame_rows([(labels[0], [before[i] for i in shown]), (labels[1], [after[i] for i in shown])],
                       captions=[f"frame {i}" for i in shown], title=title, path=path, tile_inches=2.4)
+
+
+def draw_keypoints(image: np.ndarray, keypoints, size: int = 256, radius: int | None = None) -> np.ndarray:
+    """A frame with FOMM key points drawn as numbered dots, one colour per key point, enlarged to ``size``.
+
+    ``image``: uint8 ``S×S×3`` (the model's input); ``keypoints``: ``(K, 2)`` (x, y) in [-1, 1], as
+    ``FOMM.keypoints(frames)["value"][i]`` gives them (the official visualiser's convention: pixel =
+    (value + 1) / 2 · side). Returns a new uint8 ``size×size×3`` image; the same index has the same colour in
+    every frame, so one can follow a key point from the source to the driving frames.
+    """
+    import cv2
+    from matplotlib import colormaps
+
+    kp = np.asarray(keypoints.detach().cpu() if hasattr(keypoints, "detach") else keypoints, np.float64)
+    if kp.ndim != 2 or kp.shape[1] != 2:
+        raise ValueError(f"keypoints must be (K, 2) values in [-1, 1], got shape {kp.shape}")
+    canvas = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_CUBIC)
+    radius = radius or max(2, size // 64)
+    colours = colormaps["gist_rainbow"](np.linspace(0, 1, max(len(kp), 1), endpoint=False))[:, :3] * 255
+    for i, (x, y) in enumerate((kp + 1) / 2 * size):
+        centre = (int(round(x)), int(round(y)))
+        cv2.circle(canvas, centre, radius + 1, (0, 0, 0), -1, cv2.LINE_AA)
+        cv2.circle(canvas, centre, radius, tuple(float(c) for c in colours[i]), -1, cv2.LINE_AA)
+        cv2.putText(canvas, str(i), (centre[0] + radius + 1, centre[1] - radius), cv2.FONT_HERSHEY_SIMPLEX,
+                    size / 700, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
+def lipsync_preview(plan, n: int = 4, title: str | None = None, path: str | os.PathLike | None = None):
+    """What Wav2Lip is given, without running it: ``n`` output frames with the face box it crops (the lower half,
+    which it redraws, shaded) above the 0.2 s mel-spectrogram window it hears for each frame.
+
+    ``plan``: a ``facesynth.lipsync.LipsyncPlan`` (``plan_lipsync``). Frames and sound are streamed. Saved to
+    ``path`` when given; returns the figure.
+    """
+    import cv2
+    import matplotlib.pyplot as plt
+
+    from facesynth.lipsync.audio import MEL_FPS, MelWindows
+    from facesynth.media import iter_frames, read_image
+
+    picks = np.linspace(0, plan.num_frames - 1, n).round().astype(int)
+    wanted = {int(i) % (1 if plan.still else len(plan.coords)) for i in picks}
+    if plan.still:
+        frames = {0: read_image(plan.face)}
+    else:
+        frames = {}
+        for i, frame in iter_frames(plan.face):
+            if i in wanted:
+                frames[i] = frame
+            if len(frames) == len(wanted):
+                break
+    mels = MelWindows(plan.audio).take(plan.starts[picks]).numpy()
+    fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5.0), squeeze=False, gridspec_kw={"height_ratios": [3, 2]})
+    for c, i in enumerate(picks):
+        src = 0 if plan.still else int(i) % len(plan.coords)
+        y1, y2, x1, x2 = (int(v) for v in plan.coords[src])
+        image = frames[src].copy()
+        lower = image[(y1 + y2) // 2:y2, x1:x2]
+        image[(y1 + y2) // 2:y2, x1:x2] = (lower * 0.55 + np.array([255, 0, 255]) * 0.45).astype(np.uint8)
+        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), (255, 255, 0), max(1, image.shape[0] // 200))
+        ax = axes[0][c]
+        ax.imshow(image)
+        ax.set_title(f"frame {i} ({i / plan.fps:.2f} s)", fontsize=8)
+        ax.axis("off")
+        ax = axes[1][c]
+        start = int(plan.starts[i])
+        ax.imshow(mels[c, 0], origin="lower", aspect="auto", cmap="magma",
+                  extent=(start / MEL_FPS, (start + mels.shape[-1]) / MEL_FPS, 0, mels.shape[2]))
+        ax.set_xlabel("seconds", fontsize=7)
+        ax.tick_params(labelsize=6)
+        if c == 0:
+            ax.set_ylabel("mel bin", fontsize=7)
+            axes[0][0].text(0, -0.02, "box: the face crop; shaded: the half Wav2Lip redraws",
+                            transform=axes[0][0].transAxes, fontsize=7, va="top")
+    return _finish(fig, title, path)
 
 
 def _finish(fig, title: str | None, path: str | os.PathLike | None):

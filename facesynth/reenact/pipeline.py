@@ -22,7 +22,7 @@ from facesynth.reenact.checkpoint import FOMM
 from facesynth.reenact.prepare import DrivingClip, FaceCrop, paste_back, prepare_driving, prepare_source, \
     write_animation
 
-__all__ = ["reenact", "Reenactment"]
+__all__ = ["reenact", "self_reenact", "Reenactment"]
 
 
 @dataclass
@@ -30,7 +30,8 @@ class Reenactment:
     """What ``reenact`` wrote and a few frames of it.
 
     ``source``: the model's input, uint8 ``S×S×3``; ``samples``: ``{frame index: (driving crop, result)}``, uint8
-    ``S×S×3`` each (the result is the model's output, before any paste-back).
+    ``S×S×3`` each (the result is the model's output, before any paste-back). ``source_frame`` and ``baseline``
+    are set by ``self_reenact``: the driving frame used as the source, and the copy-the-source video.
     """
     video: Path
     source: np.ndarray
@@ -39,6 +40,8 @@ class Reenactment:
     frames: int
     best_frame: int | None
     samples: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    source_frame: int | None = None
+    baseline: Path | None = None
 
 
 def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | os.PathLike | DrivingClip,
@@ -92,6 +95,60 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
                if start <= i < start + batch.shape[0] and i in results}
     return Reenactment(video=video, source=to_image(src)[0], crop=crop, clip=clip, frames=state["frames"],
                        best_frame=initial, samples=samples)
+
+
+def self_reenact(model: FOMM, driving: str | os.PathLike | DrivingClip, out_path: str | os.PathLike,
+                 size: int = 256, source_frame: int = 0, baseline_path: str | os.PathLike | None = None,
+                 detector: str = "auto", keep: int = 6, batch_size: int | None = None,
+                 autocast: bool | None = None) -> Reenactment:
+    """Self-reenactment, the FOMM paper's reconstruction protocol: one frame of a video animated by the video.
+
+    The source is frame ``source_frame`` of the driving video's fixed face crop (``prepare_driving``), and every
+    frame is generated from it with the driving frame's key points as they are (absolute motion, as the official
+    ``reconstruction.py``), so each result frame has a ground truth: the driving frame itself. Evaluate with
+    ``evaluate_reenactment(result.source, clip frames, result.video, self_reenactment=True)``.
+
+    Args:
+        model, size, detector, keep, batch_size, autocast: as ``reenact``.
+        driving: a video file, or a ``DrivingClip`` already prepared at ``size``.
+        source_frame: the index of the driving frame that serves as the source.
+        baseline_path: also write the trivial baseline there: the source frame repeated for every frame ("copy the
+            source"), the result a model must beat to have learned any motion.
+
+    Raises:
+        ConfigError: ``source_frame`` outside the video, or a clip prepared at another size. NoFaceError,
+        MediaError as ``prepare_driving``.
+    """
+    if keep < 0:
+        raise ConfigError(f"keep must be >= 0, got {keep}")
+    clip = driving if isinstance(driving, DrivingClip) else prepare_driving(driving, size=size, detector=detector)
+    if clip.size != size:
+        raise ConfigError(f"the driving clip was prepared at {clip.size} px but size is {size}")
+    if not 0 <= source_frame < clip.num_frames:
+        raise ConfigError(f"source_frame {source_frame} is outside the driving video's {clip.num_frames} frames")
+    src = next(batch[source_frame - start:source_frame - start + 1] for start, batch in _batches_with_start(clip)
+               if start <= source_frame < start + batch.shape[0])
+    wanted = set(np.linspace(0, clip.num_frames - 1, keep).round().astype(int).tolist()) if keep else set()
+    samples: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    state = {"frames": 0}
+
+    def frames() -> Iterator[np.ndarray]:
+        reals = (image for batch in clip for image in to_image(batch))    # the ground truth, frame by frame
+        for batch in iter_animate(model, src, clip, relative=False, batch_size=batch_size, autocast=autocast):
+            for face in to_image(batch.cpu()):
+                real = next(reals)
+                if state["frames"] in wanted:
+                    samples[state["frames"]] = (real, face)
+                state["frames"] += 1
+                yield face
+
+    video = write_animation(frames(), out_path, fps=clip.fps)
+    source_image = to_image(src)[0]
+    baseline = None
+    if baseline_path is not None:
+        baseline = write_animation((source_image for _ in range(state["frames"])), baseline_path, fps=clip.fps)
+    return Reenactment(video=video, source=source_image, crop=clip.crop, clip=clip, frames=state["frames"],
+                       best_frame=None, samples=samples, source_frame=source_frame, baseline=baseline)
 
 
 def _batches_with_start(clip: DrivingClip) -> Iterator[tuple[int, torch.Tensor]]:

@@ -160,7 +160,8 @@ class FOMMTrainer(Trainer):
     Args:
         config: the model: a built-in name (``"vox-256"``), an official YAML path or a FOMMConfig. A YAML's
             ``train_params`` and ``dataset_params.frame_shape`` also set the training values.
-        videos: video files, or float tensors (T, C, H, W) in [0, 1]; frames are resized to the frame size.
+        videos: video files, float tensors (T, C, H, W) in [0, 1], or ``DrivingClip`` face crops
+            (``reenact.prepare.prepare_driving``); frames are resized to the frame size.
         workdir: checkpoints and ``log.jsonl``; a workdir with a checkpoint resumes from it.
         train: a FOMMTrainConfig, or None for the YAML's (or vox-256's) values; ``overrides`` replace fields.
         checkpoint: an official checkpoint to start from (fine-tuning); ignored when the workdir resumes.
@@ -495,8 +496,17 @@ def load_vgg19(path: str | os.PathLike | None = None) -> VGG19Features | None:
 
 # --- data ------------------------------------------------------------------------------------------------------
 
+def _is_driving_clip(video: Any) -> bool:
+    from facesynth.reenact.prepare import DrivingClip
+
+    return isinstance(video, DrivingClip)
+
+
 class VideoPairs:
     """Random (source, driving) frame pairs of short videos, frames resized to ``size`` x ``size``.
+
+    A video is a file (whole frames), a float tensor (T, C, H, W) in [0, 1], or a ``DrivingClip`` (its fixed
+    face crop, as ``prepare_driving`` makes it: the official training data are such face crops).
 
     Videos are decoded on first use and kept as uint8 tensors in a least-recently-used cache of ``cache``
     videos. Each pair comes from one video chosen uniformly: two sorted random frame indices (with
@@ -522,6 +532,8 @@ class VideoPairs:
             if video.dim() != 4:
                 raise ValueError(f"a video tensor must be (T, C, H, W) in [0, 1], got {tuple(video.shape)}")
             clip = resize_frames(video.float(), self.size).clamp(0, 1)
+        elif _is_driving_clip(video):     # the face crop that reenact() will animate with (prepare_driving)
+            clip = resize_frames(torch.cat(list(video)), self.size).clamp(0, 1)
         else:
             clip = torch.cat(list(iter_video_frames(video, self.size, 32)))
         clip = clip.mul(255).round_().to(torch.uint8)
