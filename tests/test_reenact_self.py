@@ -124,3 +124,37 @@ def test_lipsync_preview_shows_the_face_box_and_the_mel_window_of_each_frame(sam
     assert np.array_equal(shown[:150], portrait[:150])                       # above the box: untouched
     assert np.abs(shown[320:390, 170:330].astype(int) - portrait[320:390, 170:330]).mean() > 20   # lower half shaded
     assert all(ax.get_images()[0].get_array().shape == (80, 16) for ax in mels)
+
+
+def test_a_lower_dlib_threshold_finds_more_faces_and_says_so_in_the_report(samples):
+    import cv2
+
+    from facesynth.evaluate.frames import LandmarkTracker
+    from facesynth.evaluate.identity import FaceEmbedder
+    from facesynth.evaluate.report import provenance
+    from facesynth.extract.backends.dlib_backend import DlibBackend
+    from facesynth.media import read_image
+
+    face = cv2.GaussianBlur(cv2.resize(read_image(samples.astronaut), (48, 48), interpolation=cv2.INTER_AREA),
+                            (0, 0), 1.3)
+    scores = [DlibBackend(threshold=t).detect([face])[0] for t in (0.0, -1.0)]
+    assert not scores[0] and len(scores[1]) == 1 and scores[1][0].score < 0     # found only when weaker is accepted
+    with pytest.raises(ConfigError, match="HOG"):
+        DlibBackend(model="cnn", threshold=-1.0)
+    assert "detector_threshold" not in provenance(FaceEmbedder("dlib"))
+    assert provenance(FaceEmbedder(LandmarkTracker("dlib", threshold=-1.0)))["detector_threshold"] == -1.0
+
+
+def test_still_as_video_warps_one_image_into_different_frames_near_it():
+    from facesynth.reenact import still_as_video
+
+    y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    image = torch.stack([x, y, x * y])                            # smooth: a small warp changes it a little
+    video = still_as_video(image, frames=6, seed=1)
+    assert video.shape == (6, 3, 32, 32) and 0 <= video.min() and video.max() <= 1
+    change = (video - image).abs().mean(dim=(1, 2, 3))
+    assert (change > 1e-3).all() and (change < 0.1).all()       # moved, but still the same picture
+    assert (video[0] - video[1]).abs().mean() > 1e-3             # the frames differ from each other
+    assert torch.equal(video, still_as_video(image[None], frames=6, seed=1))   # seeded
+    with pytest.raises(ValueError, match="at least 2"):
+        still_as_video(image, frames=1)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["FaceEmbedder", "evaluate_swap", "evaluate_reenactment", "evaluate_lipsync", "evaluate_generation",
+__all__ = ["FaceEmbedder", "LandmarkTracker", "evaluate_swap", "evaluate_reenactment", "evaluate_lipsync", "evaluate_generation",
            "write_report", "format_table"]
 
 _WHERE = {
-    "FaceEmbedder": "identity", "evaluate_swap": "swap", "evaluate_reenactment": "reenactment",
+    "FaceEmbedder": "identity", "LandmarkTracker": "frames", "evaluate_swap": "swap", "evaluate_reenactment": "reenactment",
     "evaluate_lipsync": "lipsync", "evaluate_generation": "generation", "write_report": "report", "format_table": "report",
 }
 

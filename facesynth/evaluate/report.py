@@ -91,8 +91,12 @@ def provenance(embedder=None, detector: str | None = None,
         files["landmarks"] = model_file("shape_predictor_68_face_landmarks.dat")
     files.update(extra_weights or {})
     weights = {k: {"file": Path(p).name, "sha256": _cached_sha256(Path(p), sha256sum)} for k, p in files.items()}
-    return {"detector": detector, "weights": weights, "versions": versions(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    out = {"detector": detector, "weights": weights, "versions": versions(),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    threshold = getattr(getattr(getattr(embedder, "tracker", None), "backend", None), "threshold", 0.0)
+    if threshold:      # a detector made more permissive than its default says so in every report
+        out["detector_threshold"] = threshold
+    return out
 
 
 _SHA_CACHE: dict[tuple[str, int, float], str] = {}

@@ -6,9 +6,10 @@ from facesynth.reenact.evaluate import evaluate_reconstruction
 from facesynth.reenact.pipeline import Reenactment, reenact, self_reenact
 from facesynth.reenact.model import (DenseMotionNetwork, KPDetector, MultiScaleDiscriminator, OcclusionAwareGenerator,
                                      build_discriminator, build_generator, build_kp_detector)
-from facesynth.reenact.train import FOMMTrainConfig, FOMMTrainer
+from facesynth.reenact.train import FOMMTrainConfig, FOMMTrainer, still_as_video
 
 __all__ = ["load_fomm", "animate", "iter_animate", "normalize_kp", "find_best_frame", "FOMM", "FOMMConfig",
            "BUILTIN_CONFIGS", "check_state_dict", "KPDetector",
            "DenseMotionNetwork", "OcclusionAwareGenerator", "MultiScaleDiscriminator", "build_kp_detector",
-           "build_generator", "build_discriminator", "evaluate_reconstruction", "reenact", "self_reenact", "Reenactment", "FOMMTrainer", "FOMMTrainConfig"]
+           "build_generator", "build_discriminator", "evaluate_reconstruction", "reenact", "self_reenact", "Reenactment", "FOMMTrainer", "FOMMTrainConfig",
+           "still_as_video"]

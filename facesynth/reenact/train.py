@@ -44,7 +44,7 @@ from facesynth.reenact.model import (KP, AntiAliasDownsample, build_discriminato
                                      build_kp_detector, coordinate_grid)
 from facesynth.training import LRSchedule, Trainer, atomic_torch_save
 
-__all__ = ["FOMMTrainer", "FOMMTrainConfig", "ColorJitter", "LossWeights", "TransformParams", "RandomTPS", "ImagePyramid",
+__all__ = ["FOMMTrainer", "FOMMTrainConfig", "still_as_video", "ColorJitter", "LossWeights", "TransformParams", "RandomTPS", "ImagePyramid",
            "VGG19Features", "load_vgg19", "VideoPairs", "MissingVGGWarning", "VGG19_FILE"]
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"     # torchvision's VGG19_Weights.IMAGENET1K_V1
@@ -495,6 +495,29 @@ def load_vgg19(path: str | os.PathLike | None = None) -> VGG19Features | None:
 
 
 # --- data ------------------------------------------------------------------------------------------------------
+
+def still_as_video(image: torch.Tensor, frames: int = 60, params: TransformParams | None = None,
+                   seed: int = 0) -> torch.Tensor:
+    """A still image as a short training video: ``frames`` random affine + thin-plate-spline warps of it.
+
+    The warps are the equivariance loss's (``RandomTPS``; ``params`` defaults to the official sigma_affine 0.05,
+    sigma_tps 0.005), so each pair of frames differs by a small head-like motion. Giving such a video to
+    ``FOMMTrainer`` beside real videos teaches the generator one more face from a single photo (the few-shot case:
+    fine-tune on the portrait that will be animated). Reflection padding at the borders, as the official warp.
+
+    Shape: image (C, H, W) or (1, C, H, W) float in [0, 1] → (frames, C, H, W) float in [0, 1].
+    """
+    if image.dim() == 3:
+        image = image[None]
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"still_as_video expects one image (C, H, W) or (1, C, H, W), got {tuple(image.shape)}")
+    if frames < 2:
+        raise ValueError(f"frames must be at least 2 (pairs are drawn from the video), got {frames}")
+    generator = torch.Generator().manual_seed(seed)
+    warp = RandomTPS(frames, params or TransformParams(), generator, image.device)
+    with torch.no_grad():
+        return warp.transform_frame(image.float().expand(frames, -1, -1, -1)).clamp_(0, 1)
+
 
 def _is_driving_clip(video: Any) -> bool:
     from facesynth.reenact.prepare import DrivingClip

@@ -31,18 +31,23 @@ class DlibBackend(FaceBackend):
 
     ``upsample=None`` picks how often dlib doubles the image before detecting, so that faces down to about
     40 px in small frames are found: 2 below 120 px, 1 below 640 px, else 0 (on the shorter side).
+    ``threshold`` is the HOG detector's score threshold (dlib's ``adjust_threshold``, default 0): a negative
+    value also accepts weaker detections, e.g. the blurred faces of a model early in training.
     """
 
     name = "dlib"
 
     def __init__(self, device: str = "auto", model: str = "hog", upsample: int | None = None,
-                 batch_size: int = 8):
+                 batch_size: int = 8, threshold: float = 0.0):
         import dlib
 
         if model not in ("hog", "cnn"):
             raise ConfigError(f"dlib model must be 'hog' or 'cnn', got {model!r}")
         self.model = model
         self.upsample = upsample
+        self.threshold = float(threshold)
+        if threshold and model != "hog":
+            raise ConfigError("threshold applies to dlib's HOG detector (model='hog') only")
         self.batch_size = batch_size if model == "cnn" else 1
         self._predictor = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
         if model == "hog":
@@ -75,7 +80,7 @@ class DlibBackend(FaceBackend):
         else:
             results = []
             for f in frames:
-                rects, scores, _ = self._detector.run(f, self._upsample_for(f), 0.0)
+                rects, scores, _ = self._detector.run(f, self._upsample_for(f), self.threshold)
                 results.append(list(zip(rects, scores)))
         return [[self._face(f, rect, score) for rect, score in dets] for f, dets in zip(frames, results)]
 
