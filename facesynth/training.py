@@ -30,7 +30,7 @@ from facesynth.fileio import atomic_write
 from facesynth.safe_load import load_torch
 
 __all__ = ["Callback", "Trainer", "LRSchedule", "distributed_device", "atomic_torch_save", "read_log", "DistributedContext",
-           "setup_distributed", "rng_state", "set_rng_state"]
+           "setup_distributed", "rng_state", "set_rng_state", "moving_average"]
 
 CHECKPOINT = "checkpoint.pt"
 BACKUP = "backup.pt"
@@ -55,6 +55,20 @@ def read_log(workdir_or_file: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def moving_average(values, window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values (the first ones average what exists so far). Shape kept.
+
+    Used to draw logged losses (live plots, paper figures).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if window <= 1 or len(values) == 0:
+        return values
+    c = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    start = np.maximum(0, idx - window)
+    return (c[idx] - c[start]) / (idx - start)
 
 
 def rng_state() -> dict:

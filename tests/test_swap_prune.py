@@ -63,6 +63,14 @@ def test_low_blur_and_low_confidence_are_bad(faces):
     assert rank_faces(faces, by=("confidence",))[0][0] == 4
 
 
+def test_fast_moving_faces_rank_worse(faces):
+    assert all("motion" in f.scores for f in faces)         # extraction measured it
+    faces.update_scores({f.id: {"motion": 0.01 * (f.id % 5)} for f in faces} | {7: {"motion": 0.5}})
+    ranked = rank_faces(faces, by=("motion",))
+    assert ranked[0] == (7, pytest.approx(1.0))
+    assert {fid for fid, _ in ranked[-4:]} == {0, 5, 10, 15}     # motion 0: tied best
+
+
 def test_weights_choose_what_matters(faces):
     faces.update_scores({0: {"yaw": 90.0}})
     assert rank_faces(faces, by=("loss", "yaw"), weights={"yaw": 0.0})[0][0] == 19

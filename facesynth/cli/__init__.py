@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from facesynth.cli.evaluate import add_evaluate, run_evaluate
+from facesynth.cli.figures import add_figures, run_figures
 from facesynth.errors import FacesynthError
 
 __all__ = ["main"]
@@ -516,6 +517,7 @@ COMMANDS = {"extract": (_add_extract, _run_extract), "demo": (_add_demo, _run_de
 
 COMMANDS["lipsync"] = (_add_lipsync, _run_lipsync)
 COMMANDS["evaluate"] = (add_evaluate, run_evaluate)
+COMMANDS["figures"] = (add_figures, run_figures)
 
 
 def build_parser() -> argparse.ArgumentParser:

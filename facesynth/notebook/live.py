@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from facesynth.training import Callback, read_log
+from facesynth.training import Callback, moving_average, read_log
 
 __all__ = ["LivePlot", "plot_training", "draw_training", "moving_average"]
 
@@ -202,17 +202,6 @@ def draw_training(fig, records: Sequence[dict], smooth: int | None = None, title
     at = f"iteration {int(it.max())}" if len(it) else "no records yet"
     ax_loss.set_title(f"{title + ': ' if title else ''}{at}", fontsize=10)
     fig.tight_layout()
-
-
-def moving_average(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over up to ``window`` values (the first ones average what exists so far). Shape kept."""
-    values = np.asarray(values, dtype=np.float64)
-    if window <= 1 or len(values) == 0:
-        return values
-    c = np.cumsum(np.insert(values, 0, 0.0))
-    idx = np.arange(1, len(values) + 1)
-    start = np.maximum(0, idx - window)
-    return (c[idx] - c[start]) / (idx - start)
 
 
 def _describe(record: dict) -> str:

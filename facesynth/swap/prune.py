@@ -3,10 +3,11 @@
 The study's main finding: removing badly-training frames at 200k iterations spiked and then lowered the
 loss (average loss A 0.0313 → 0.0289, B 0.0164 → 0.0147). A face is suspect when its running training loss
 is high (``scores["loss"]``, written by ``SwapTrainer.save_face_losses``), it is blurred (low ``blur``), it
-turns away from the camera (large ``|yaw|`` or ``|pitch|``, degrees) or the detector was unsure of it (low
-``confidence``). ``rank_faces`` combines those into one number; ``prune`` applies rules and marks faces as
-excluded in the face set (they stay on disk; ``FaceSet.include`` brings them back). A running trainer sees
-the change after ``trainer.reload_faces()``, which marks the iteration in ``log.jsonl``.
+turns away from the camera (large ``|yaw|`` or ``|pitch|``, degrees), it moves fast (large ``motion``: landmark
+displacement since the neighbouring sampled frame over the face size, written at extraction) or the detector
+was unsure of it (low ``confidence``). ``rank_faces`` combines those into one number; ``prune`` applies rules
+and marks faces as excluded in the face set (they stay on disk; ``FaceSet.include`` brings them back). A
+running trainer sees the change after ``trainer.reload_faces()``, which marks the iteration in ``log.jsonl``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ TERMS = {
     "blur": lambda s: -s["blur"],              # variance of the Laplacian: higher is sharper
     "yaw": lambda s: abs(s["yaw"]),
     "pitch": lambda s: abs(s["pitch"]),
+    "motion": lambda s: s["motion"],           # the study: slow frames train best
     "confidence": lambda s: -s["confidence"],
 }
 
@@ -43,7 +45,8 @@ def rank_faces(faceset: FaceSet | str | os.PathLike, by: Sequence[str] = ("loss"
     Args:
         faceset: a FaceSet or a face-set folder.
         by: terms among ``loss`` (high is bad), ``blur`` (low is bad), ``yaw``/``pitch`` (large magnitude
-            is bad), ``confidence`` (low is bad).
+            is bad), ``motion`` (high is bad; not in the default, which the notebook widget shows),
+            ``confidence`` (low is bad).
         weights: per-term weight (default 1 each).
         excluded: also rank faces already excluded (the widget shows them so they can be brought back).
     Returns:
