@@ -6,7 +6,7 @@ STAMP := $(VENV)/.facesynth-installed
 # torch 2.14.1 + torchvision 0.29.1 is the pair that installs and runs everywhere we test (see DESIGN.md)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast figures bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# every notebook under papermill (QUICK; FULL=1: the full settings, for a GPU with the released weights), each
+# rendered to HTML, and build/index.html with every figure and table
+figures: $(STAMP)
+	$(BIN)/python -m facesynth.figures.build --out build $(if $(FULL),--full,)
+
 bench: $(STAMP)
 	$(BIN)/python bench/extract.py --quick --out bench/results/extract.json
 	$(BIN)/python bench/swap_train.py --quick --out bench/results/swap_train.json
@@ -35,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/evaluate.py --quick --out bench/results/evaluate.json
 
 clean:
-	rm -rf work .pytest_cache
+	rm -rf work build .pytest_cache

@@ -6,6 +6,8 @@ import matplotlib
 matplotlib.use("Agg")          # no display in CI; must come before anything imports pyplot
 matplotlib.get_cachedir()      # fix matplotlib's cache folder now, before XDG_CACHE_HOME is redirected per test
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 from facesynth.samples import Samples, ensure_samples  # noqa: E402
@@ -15,6 +17,13 @@ from facesynth.samples import Samples, ensure_samples  # noqa: E402
 def samples(tmp_path_factory) -> Samples:
     """Real media copied from pip packages into a session tmp folder (never into the checkout's data/)."""
     return ensure_samples(tmp_path_factory.mktemp("samples"))
+
+
+@pytest.fixture(scope="session")
+def notebook_work(tmp_path_factory) -> Path:
+    """One folder for the notebooks' OUT folders (nb01, nb02, nb03), as a user's ``work/``: notebook 04's test
+    draws the paper figures from what the notebook tests wrote there (and runs what is missing)."""
+    return tmp_path_factory.mktemp("notebook_work")
 
 
 @pytest.fixture(autouse=True)

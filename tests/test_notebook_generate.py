@@ -33,11 +33,12 @@ def test_notebook_is_committed_without_outputs_and_has_parameters():
 
 
 @pytest.mark.slow
-def test_without_weights_it_trains_a_stand_in_that_draws_the_training_person(tmp_path, samples, monkeypatch):
+def test_without_weights_it_trains_a_stand_in_that_draws_the_training_person(tmp_path, samples, monkeypatch,
+                                                                            notebook_work):
     from facesynth.media import probe
     from facesynth.training import read_log
 
-    out = tmp_path / "nb03"
+    out = notebook_work / "nb03"
     nb, text, html = _run(tmp_path, monkeypatch, OUT=str(out), DETECTOR="dlib", SOURCE=str(samples.talking_head))
     iterations = read_log(out / "model")[-1]["iteration"]
     assert re.search(rf"stand-in: 32 px StyleGAN trained here for {iterations} iterations \([0-9.]+ min\) on "

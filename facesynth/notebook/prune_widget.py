@@ -118,7 +118,8 @@ class PruneWidget:
             caption = " · ".join([f"#{fid} bad {self.badness[fid]:.2f}"] + [
                 fmt.format(face.scores[k]) for k, fmt in _CAPTIONS.items() if k in face.scores][:3])
             marked = fid in self.selected
-            toggle = W.ToggleButton(value=marked, description="excluded" if marked else "keep",
+            # the tooltip names the face, so a person hovering (and a browser test) can tell which face a button is
+            toggle = W.ToggleButton(value=marked, description="excluded" if marked else "keep", tooltip=f"face {fid}",
                                     button_style="danger" if marked else "", layout=W.Layout(width=f"{self.thumb}px"))
             toggle.observe(self._on_toggle(fid), names="value")
             self._toggles[fid] = toggle
