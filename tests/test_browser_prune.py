@@ -150,7 +150,9 @@ class _Lab:
 
     def run(self, select: int, command: str, until: int, timeout: float) -> None:
         """Select cell ``select``, pick ``command`` from the Run menu, wait until code cell ``until`` has run."""
-        self._css(".jp-InputPrompt", self._css(".jp-Notebook .jp-Cell")[select])[0].click()
+        cells = self.wait(lambda: self._css(".jp-Notebook .jp-Cell")[select:select + 1] or None, 60,
+                          f"cell {select} to be rendered")        # a page still rendering has fewer cells
+        self._css(".jp-InputPrompt", cells[0])[0].click()
         self.wait(lambda: self._state()["selected"][select] or None, 10, f"cell {select} to be selected")
         next(m for m in self._css(".lm-MenuBar-item") if m.text.strip() == "Run").click()
         self.wait(lambda: self._css(f".lm-Menu-item[data-command='{command}']") or None, 10, "the Run menu")[0].click()
