@@ -26,7 +26,7 @@ def _swap_run(workdir, iterations=400, prune_at=200):
             record = {"iteration": it, "loss_a": 0.1 / it ** 0.3 + rng.uniform(0, 1e-3), "loss_b": 0.05 / it ** 0.3,
                       "lr": 1e-4 if it <= 300 else 1e-5, "time": 1000.0 + it * 0.1}
             if it == prune_at + 1:
-                record["data_changed"] = {"a": 90}
+                record |= {"event": "data_changed", "faces_a": 90, "faces_a_before": 100}
             f.write(json.dumps(record) + "\n")
     return workdir
 

@@ -137,8 +137,9 @@ def _records(workdir: str | os.PathLike) -> list[dict]:
     return read_log(log)
 
 
-def _events(records: Iterable[dict], key: str = "data_changed") -> list[int]:
-    return [int(r["iteration"]) for r in records if key in r]
+def _events(records: Iterable[dict], event: str = "data_changed") -> list[int]:
+    """Iterations of the log records that carry ``event`` (the trainers write ``{"event": "data_changed", …}``)."""
+    return [int(r["iteration"]) for r in records if r.get("event") == event]
 
 
 def fig_loss(workdir: str | os.PathLike, stem: str | os.PathLike, title: str | None = None) -> list[Path]:
