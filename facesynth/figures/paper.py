@@ -11,6 +11,7 @@ animated portraits, Fig. 12 generated faces; Table 1 the swap's average losses, 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -77,8 +78,6 @@ def _plain(value: Any) -> Any:
 
 def save_figure(fig, stem: str | os.PathLike, dpi: int = 110) -> list[Path]:
     """Write ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (atomically) and close it; returns both paths."""
-    import io
-
     import matplotlib.pyplot as plt
 
     stem = Path(stem)
@@ -102,20 +101,12 @@ def write_table(stem: str | os.PathLike, header: Sequence[str], rows: Sequence[S
     md += ["| " + " | ".join(row) + " |" for row in cells]
     for note in notes:
         md += ["", note]
-    buffer = _CsvBuffer()
+    buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows([[("" if v is None else v) for v in row] for row in rows])
     return [atomic_write_bytes(stem.with_suffix(".md"), ("\n".join(md) + "\n").encode()),
-            atomic_write_bytes(stem.with_suffix(".csv"), "".join(buffer.parts).encode())]
-
-
-class _CsvBuffer:
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-
-    def write(self, text: str) -> None:
-        self.parts.append(text)
+            atomic_write_bytes(stem.with_suffix(".csv"), buffer.getvalue().encode())]
 
 
 def _cell(value: Any) -> str:
