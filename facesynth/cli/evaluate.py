@@ -93,3 +93,6 @@ def _evaluate(args) -> tuple[dict, Path]:
 def _beside(result: str) -> Path:
     p = Path(result)
     return p.with_name(f"{p.name}.evaluation.json")
+
+
+COMMANDS = {"evaluate": (add_evaluate, run_evaluate)}

@@ -37,3 +37,6 @@ def run_figures(args) -> int:
         print(summary["settings"]["pruning_verdict"])
     print(f"→ {write_index(out / 'index.html', out, settings={'mode': 'QUICK' if args.quick else 'full'})}")
     return 0
+
+
+COMMANDS = {"figures": (add_figures, run_figures)}
