@@ -26,6 +26,7 @@ __all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "VideoInfo", "MediaWarning", "ffmpeg_exe"
            "list_images", "iter_frames", "sample_indices", "read_image", "write_image", "VideoWriter", "write_video",
            "has_audio", "read_audio", "write_wav", "to_tensor", "to_image"]
 
+MP4_EXTS = frozenset({".mp4", ".m4v", ".mov"})     # what VideoWriter writes: H.264 in an MP4 container
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif",
                         ".3gp", ".ts"})
@@ -301,6 +302,9 @@ class VideoWriter:
         if not fps or fps <= 0:
             raise MediaError(f"video fps must be positive, got {fps}")
         self.path = Path(path)
+        if self.path.suffix.lower() not in MP4_EXTS:
+            raise MediaError(f"{self.path}: videos are written as H.264 MP4, so the name must end in .mp4 (or "
+                             f".m4v, .mov), not {self.path.suffix or 'nothing'!r}")
         self.fps = float(fps)
         self.audio = Path(audio) if audio is not None else None
         self.crf, self.preset = crf, preset
