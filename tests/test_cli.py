@@ -126,3 +126,11 @@ def test_train_stylegan_trains_resumes_from_the_workdir_alone_and_generates(face
     assert main(["generate", str(grid), "--pkl", str(workdir / "generator.pt"), "--seeds", "0-3"]) == 0
     from facesynth.media import read_image
     assert read_image(grid).shape == (64, 64, 3)         # 2x2 grid of 32 px faces
+
+
+def test_a_missing_weights_path_is_called_a_missing_file(tmp_path, capsys):
+    assert main(["generate", str(tmp_path / "g.png"), "--pkl", "missing.pkl"]) == 2
+    err = capsys.readouterr().err
+    assert "missing.pkl: no such file" in err and "no official weights called" not in err
+    assert main(["generate", str(tmp_path / "g.png"), "--pkl", "celebahq"]) == 2
+    assert "no official weights called 'celebahq'" in capsys.readouterr().err

@@ -54,6 +54,20 @@ def test_registry_entries_complete(name):
     assert spec.licence and spec.format and spec.description
     for digest in (spec.sha256, spec.sha256_prefix):
         assert digest is None or (all(c in "0123456789abcdef" for c in digest) and len(digest) >= 8)
+    assert spec.sha256 is None or len(spec.sha256) == 64
+    assert spec.reader in ("torch", "tf-pickle")
+    assert all(m.startswith("https://") and m not in spec.urls for m in spec.mirrors)
+
+
+def test_registry_published_digests():
+    # the Hugging Face LFS object ids of copies of the official files (sources cited in facesynth/weights.py)
+    assert REGISTRY["s3fd"].sha256 == "619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543"
+    assert REGISTRY["wav2lip"].sha256 == "b78b681b68ad9fe6c6fb1debc6ff43ad05834a8af8a62ffc4167b7b34ef63c37"
+    assert REGISTRY["wav2lip-gan"].sha256 == "ca9ab7b7b812c0e80a6e70a5977c545a1e8a365a6c49d5e533023c034d7ac3d8"
+    assert REGISTRY["wav2lip-gan"].size == 435_801_865 and REGISTRY["wav2lip"].size == 435_807_851
+    assert REGISTRY["wav2lip"].mirrors and REGISTRY["wav2lip-gan"].mirrors   # the SharePoint links were revoked
+    for name in ("fomm-vox", "stylegan-celebahq", "stylegan-ffhq"):
+        assert REGISTRY[name].sha256 is None and REGISTRY[name].sha256_prefix is None   # none published
 
 
 def test_registry_known_facts():

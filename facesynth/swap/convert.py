@@ -315,8 +315,13 @@ class _Swapper:
                    int(settings.get("size", net.resolution)), settings.get("detector"))
 
     def detector(self, asked: str | FaceBackend) -> str | FaceBackend:
-        """``asked``, except that ``"auto"`` prefers the detector the training faces came from."""
-        if asked == "auto" and self.trained_detector in available_backends():
+        """``asked``, except that ``"auto"`` prefers the detector the training faces came from.
+
+        When that is the one ``"auto"`` tries first anyway, ``"auto"`` is kept: it passes over a backend whose
+        weights are empty or unreadable, with a warning, instead of failing on them.
+        """
+        available = available_backends() if asked == "auto" else []
+        if self.trained_detector in available[1:]:
             return self.trained_detector
         return asked
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import abc
 import importlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from facesynth.errors import ConfigError
+from facesynth.errors import CheckpointError, ConfigError
 
 __all__ = ["DetectedFace", "FaceBackend", "BACKENDS", "create_backend", "available_backends"]
 
@@ -50,6 +51,9 @@ BACKENDS: dict[str, str] = {
     "dlib": "facesynth.extract.backends.dlib_backend:DlibBackend",
 }
 AUTO_ORDER = ("fan", "dlib")
+# the facesynth.weights files each backend loads: "auto" passes over a backend whose file is on disk but empty or
+# unreadable with a warning, rather than failing on it (or, for an empty file, ignoring it without a word)
+BACKEND_WEIGHTS: dict[str, tuple[str, ...]] = {"fan": ("s3fd", "2dfan4")}
 
 
 def _backend_class(name: str) -> type[FaceBackend]:
@@ -62,7 +66,7 @@ def _backend_class(name: str) -> type[FaceBackend]:
 def available_backends() -> list[str]:
     """Backends that can run here, in the order ``auto`` tries them."""
     names = []
-    for name in AUTO_ORDER + tuple(n for n in BACKENDS if n not in AUTO_ORDER):
+    for name in _auto_order():
         try:
             if _backend_class(name).is_available():
                 names.append(name)
@@ -72,16 +76,57 @@ def available_backends() -> list[str]:
 
 
 def create_backend(detector: str | FaceBackend = "auto", device: str = "auto", **options) -> FaceBackend:
-    """Build a backend: ``"auto"`` (fan when its weights are present, else dlib), ``"fan"``, ``"dlib"``, or an instance.
+    """Build a backend: ``"auto"`` (fan when its weights are present and readable, else dlib), ``"fan"``,
+    ``"dlib"``, or an instance.
 
-    ``options`` go to the backend (e.g. ``model="cnn"`` for dlib's MMOD detector).
+    ``options`` go to the backend (e.g. ``model="cnn"`` for dlib's MMOD detector). ``"auto"`` warns (UserWarning)
+    when it passes over fan because a weights file is empty or unreadable; asking for ``"fan"`` itself then raises
+    WeightsNotFoundError (empty file) or CheckpointError (unreadable file).
     """
     if isinstance(detector, FaceBackend):
         return detector
     if detector == "auto":
-        names = available_backends()
-        if not names:
-            raise ConfigError("no face detector can run: install dlib-bin and face-recognition-models "
-                              "(pip install -e .) or put the face-alignment weights in place")
-        detector = names[0]
+        return _create_auto(device, **options)
     return _backend_class(detector)(device=device, **options)
+
+
+def _create_auto(device: str, **options) -> FaceBackend:
+    passed_over: list[str] = []
+    for name in _auto_order():
+        try:
+            cls = _backend_class(name)
+            available = cls.is_available()
+        except ImportError:
+            continue
+        problem = _empty_weights(name)
+        if problem is None and available:
+            try:
+                backend = cls(device=device, **options)
+            except CheckpointError as e:
+                problem = " ".join(str(e).split())
+            else:
+                if passed_over:
+                    warnings.warn(f"detector 'auto': not using {'; '.join(passed_over)}. Using {name} instead; run "
+                                  f"`facesynth weights --verify` to see which files are bad, then delete and "
+                                  f"download them again", stacklevel=3)
+                return backend
+        if problem is not None:
+            passed_over.append(f"{name} ({problem})")
+    broken = f" ({'; '.join(passed_over)})" if passed_over else ""
+    raise ConfigError(f"no face detector can run{broken}: install dlib-bin and face-recognition-models "
+                      f"(pip install -e .) or put the face-alignment weights in place (`facesynth weights`)")
+
+
+def _auto_order() -> tuple[str, ...]:
+    return AUTO_ORDER + tuple(n for n in BACKENDS if n not in AUTO_ORDER)
+
+
+def _empty_weights(backend: str) -> str | None:
+    """A sentence naming a weights file of ``backend`` that is on disk but empty, else None."""
+    from facesynth import weights
+
+    for name in BACKEND_WEIGHTS.get(backend, ()):
+        path = weights.locate(name)
+        if path is not None and path.stat().st_size == 0:
+            return f"{path} is empty (0 bytes), a failed download"
+    return None
