@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from facesynth.errors import MediaError
+from facesynth.fileio import current_umask
 
 if TYPE_CHECKING:        # torch is imported where tensors are made, so reading media does not load it
     import torch
@@ -349,6 +350,7 @@ class VideoWriter:
             elif self.audio is not None:
                 warnings.warn(f"{self.audio}: has no audio track; {self.path} is silent", MediaWarning,
                               stacklevel=2)
+            os.chmod(self._tmp, 0o666 & ~current_umask())     # mkstemp made it 0600; a video is meant to be shared
             os.replace(self._tmp, self.path)
         finally:
             self._tmp.unlink(missing_ok=True)

@@ -9,6 +9,13 @@ iteration count reaches N, like a target: a reopened workdir resumes where its c
 Crash safety: the checkpoint is written to a temporary file, fsynced and renamed, so a ``kill -9`` at any
 moment leaves either the previous or the new checkpoint. ``log.jsonl`` is appended line by line; on resume
 the lines past the checkpoint's iteration (trained but never saved) are dropped, so log and weights agree.
+
+NaN guard, in two stages. Before an optimiser steps, ``step_optimizers`` checks the loss and the gradients (on
+every rank together): when any is not finite the step is skipped, the gradients are dropped, the buffers of
+``buffered_modules`` (BatchNorm statistics, moving averages) are put back as they were before the iteration,
+a ``nan_skip`` event is logged and the iteration is redone with new batches; so the weights stay finite from
+iteration 1, checkpoint or not. A loss that still comes back non-finite from ``train_step`` restores the last
+checkpoint with a lowered learning rate (``nan_restore``).
 """
 from __future__ import annotations
 
@@ -197,6 +204,7 @@ class Trainer(abc.ABC):
     log_every: int = 1                   # iterations between log.jsonl records
     nan_lr_factor: float = 0.5           # learning-rate scale applied after a non-finite loss
     max_nan_restores: int = 5
+    max_nan_skips: int = 10              # skipped steps in a row (non-finite loss or gradients) before giving up
 
     def __init__(self, workdir: str | os.PathLike, device: torch.device, dist: DistributedContext | None = None):
         self.workdir = Path(workdir)
@@ -209,6 +217,8 @@ class Trainer(abc.ABC):
         self.nan_restores = 0
         self.extra_state: dict[str, Any] = {}
         self._last_checkpoint_time = time.time()
+        self._skipped: list[str] | None = None     # what was not finite when this iteration's step was skipped
+        self._nan_skips_in_a_row = 0
         if self.dist.is_main:
             self.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -234,6 +244,10 @@ class Trainer(abc.ABC):
     @abc.abstractmethod
     def load_model_state(self, state: dict[str, Any]) -> None:
         """Inverse of ``model_state``; strict."""
+
+    def buffered_modules(self) -> Sequence[torch.nn.Module]:
+        """Modules whose buffers (BatchNorm running statistics, moving averages) a skipped step puts back."""
+        return ()
 
     def monitored_loss(self, record: dict) -> float:
         """The number whose running mean decides when a backup is kept (lower is better)."""
@@ -335,7 +349,13 @@ class Trainer(abc.ABC):
         try:
             while self.iteration < iterations:
                 lr = self.set_lr(self.iteration)
+                buffers = self._snapshot_buffers()
+                self._skipped = None
                 losses = self.train_step(self.iteration)
+                if self._skipped is not None:
+                    self._skip_non_finite_step(losses, buffers)
+                    continue
+                self._nan_skips_in_a_row = 0
                 if not self._all_finite(losses):
                     self._recover_from_nan(losses)
                     continue
@@ -366,17 +386,71 @@ class Trainer(abc.ABC):
             cb.on_train_end(self)
         return self
 
+    # --- the NaN guard ------------------------------------------------------------------------------------
+    def step_optimizers(self, *names: str, loss: torch.Tensor | None = None,
+                        scaler: "torch.amp.GradScaler | None" = None) -> bool:
+        """Step the optimisers ``names`` (keys of ``self.optimizers``) after the backward pass, unless the loss or
+        any of their gradients is not finite on some rank; returns False when the step was skipped.
+
+        A skipped step drops the gradients and marks the iteration, which ``train`` then redoes (see the module
+        docstring); later calls in the same iteration skip too, so nothing steps on what a NaN touched. An enabled
+        fp16 ``scaler`` keeps its own gradient check (it skips steps on inf gradients, its overflow signal, and
+        lowers its scale), so it always steps and updates; here only a non-finite loss marks the iteration.
+        """
+        optimizers = [self.optimizers[n] for n in names]
+        if scaler is not None and scaler.is_enabled():
+            loss_ok = loss is None or self._agree(bool(torch.isfinite(loss.detach()).all()))
+            for opt in optimizers:
+                scaler.step(opt)
+            scaler.update()
+            if not loss_ok:
+                self._skipped = [*(self._skipped or []), "loss"]
+            return loss_ok and self._skipped is None
+        bad: list[str] = []
+        if self._skipped is None:
+            if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
+                bad.append("loss")
+            bad += [f"{n} gradients" for n, opt in zip(names, optimizers) if not _finite_grads(opt)]
+            if not self._agree(not bad) and not bad:
+                bad.append("another rank")
+        if self._skipped is not None or bad:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            self._skipped = [*(self._skipped or []), *bad]
+            return False
+        for opt in optimizers:
+            opt.step()
+        return True
+
+    def _agree(self, ok: bool) -> bool:
+        """``ok`` on every rank (one all-reduce under torch.distributed), so that all ranks take the same branch."""
+        if not self.dist.enabled:
+            return ok
+        import torch.distributed as dist
+
+        flag = torch.tensor([0.0 if ok else 1.0], device=self.device if self.dist.backend == "nccl" else "cpu")
+        dist.all_reduce(flag)
+        return bool(flag.item() == 0)
+
+    def _snapshot_buffers(self) -> list[torch.Tensor]:
+        return [b.detach().clone() for m in self.buffered_modules() for b in m.buffers()]
+
+    def _skip_non_finite_step(self, losses: dict, buffers: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for b, saved in zip([b for m in self.buffered_modules() for b in m.buffers()], buffers):
+                b.copy_(saved)
+        self._nan_skips_in_a_row += 1
+        bad = sorted({*self._skipped, *(k for k, v in losses.items() if not math.isfinite(v))})
+        self._skipped = None
+        if self._nan_skips_in_a_row > self.max_nan_skips:
+            raise ConfigError(f"{self._nan_skips_in_a_row} steps in a row had non-finite losses or gradients "
+                              f"({', '.join(bad)}); lower the learning rate or check the data")
+        self.log({"iteration": self.iteration, "event": "nan_skip", "bad": bad, "time": round(time.time(), 3)})
+
     def _all_finite(self, losses: dict) -> bool:
         """Whether every loss is finite, on every rank: under DDP one rank's NaN reaches all ranks through the
         averaged gradients, so all of them must restore together (or their collectives fall out of step)."""
-        finite = all(math.isfinite(v) for v in losses.values())
-        if not self.dist.enabled:
-            return finite
-        import torch.distributed as dist
-
-        flag = torch.tensor([0.0 if finite else 1.0], device=self.device if self.dist.backend == "nccl" else "cpu")
-        dist.all_reduce(flag)
-        return bool(flag.item() == 0)
+        return self._agree(all(math.isfinite(v) for v in losses.values()))
 
     def _checkpoint_due(self) -> bool:
         return (self.iteration % self.checkpoint_every == 0
@@ -409,3 +483,14 @@ class Trainer(abc.ABC):
         self.schedule.scale, self.nan_restores = scale, restores
         self.log({"iteration": self.iteration, "event": "nan_restore", "bad": list(bad), "lr_scale": scale,
                   "time": round(time.time(), 3)})
+
+
+def _finite_grads(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimiser would apply is finite (the largest magnitude: no overflow, NaN kept)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return True
+    if hasattr(torch.nn.utils, "get_total_norm"):         # torch >= 2.6; one device sync either way
+        return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf)))
+    return bool(torch.isfinite(torch.stack([g.detach().abs().amax().float() for g in grads if g.numel()]
+                                           or [torch.zeros(())])).all())

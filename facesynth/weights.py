@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facesynth.errors import CheckpointError, WeightsNotFoundError
-from facesynth.fileio import project_dir
+from facesynth.fileio import current_umask, project_dir
 
 __all__ = ["WeightSpec", "WeightStatus", "REGISTRY", "STATES", "lookup", "resolve", "find", "locate", "check",
            "destination", "search_dirs", "weights_dir", "sha256sum", "verify", "copy_into_weights"]
@@ -266,6 +266,7 @@ def _download(spec: WeightSpec, dest_dir: Path, timeout: float = 60.0) -> Path:
                     out.write(chunk)
                     bar.update(len(chunk))
         verify(Path(tmp), spec)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -192,6 +192,27 @@ def test_atomic_write_failure_on_new_file_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and put the previous one back."""
+    import os
+
+    previous = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_gives_the_mode_the_umask_allows(tmp_path, umask, mask, mode):
+    umask(mask)
+    assert fileio.current_umask() == mask
+    new = fileio.atomic_write_bytes(tmp_path / "video.mp4", b"frames")
+    assert new.stat().st_mode & 0o777 == mode
+    replaced = fileio.atomic_write_json(new, {"iteration": 1})      # a rewrite gets the same mode
+    assert replaced.stat().st_mode & 0o777 == mode
+
+
 def test_project_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("FACESYNTH_HOME", raising=False)
     root = fileio.project_dir()

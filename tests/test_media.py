@@ -448,3 +448,19 @@ def test_truncated_plain_video_is_incomplete_error(tmp_path, samples):
         media.probe(cut)
     with pytest.raises(MediaError, match="incomplete"):
         list(media.iter_frames(cut))
+
+
+def test_video_writer_gives_the_mode_the_umask_allows_and_refuses_other_names(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        with media.VideoWriter(tmp_path / "clip.mp4", fps=10) as w:
+            for _ in range(3):
+                w.write(np.zeros((16, 16, 3), np.uint8))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "clip.mp4").stat().st_mode & 0o777 == 0o644
+    with pytest.raises(MediaError, match=r"must end in \.mp4.*not '\.png'"):
+        media.VideoWriter(tmp_path / "clip.png", fps=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from facesynth.errors import CheckpointError, ConfigError, MediaError
 from facesynth.reenact import load_fomm
+from facesynth.reenact.config import FOMMConfig
 from facesynth.reenact.evaluate import resize_frames
 from facesynth.reenact.train import (ColorJitter, FOMMTrainConfig, FOMMTrainer, LossWeights, MissingVGGWarning, RandomTPS,
                                      TransformParams, VGG19Features)
@@ -178,3 +184,107 @@ def test_brightness_jitter_stays_within_its_range():
     factors = [float(ColorJitter(brightness=0.1)(frames, torch.Generator().manual_seed(s)).mean() / 0.5)
                for s in range(40)]
     assert 0.9 <= min(factors) < 0.95 and 1.05 < max(factors) <= 1.1
+
+
+# --- config.json, reopening, failed starts ---------------------------------------------------------------------
+
+def test_config_json_records_model_training_values_and_videos_and_a_bare_reopen_resumes(tmp_path, samples):
+    trainer = make_trainer(tmp_path / "run", samples.talking_head, checkpoint_every=2, num_repeats=6)
+    trainer.train(2, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert set(saved) == {"model", "train", "videos", "checkpoint"}
+    assert saved["model"]["name"] == str(SMALL) and saved["model"]["kp_detector_params"]["block_expansion"] == 4
+    assert FOMMConfig.from_dict(saved["model"]) == dataclasses.replace(FOMMConfig.from_yaml(SMALL), name="")
+    assert (saved["train"]["frame_size"], saved["train"]["batch_size"], saved["train"]["num_repeats"]) == (128, 2, 6)
+    assert saved["train"]["scales"] == [1, 0.5, 0.25, 0.125] and saved["train"]["jitter"]["hue"] == 0.1
+    assert saved["videos"] == [str(samples.talking_head.resolve())] and saved["checkpoint"] is None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingVGGWarning)
+        reopened = FOMMTrainer(workdir=tmp_path / "run", device="cpu")       # no config, no videos, no settings
+    assert reopened.iteration == 2 and reopened.config == trainer.config
+    assert reopened.model_config.name == str(SMALL) and reopened.iterations_per_epoch == 3
+    for a, b in zip(reopened.generator.state_dict().values(), trainer.generator.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    reopened.train(3, progress=False)
+    assert [r["iteration"] for r in read_log(tmp_path / "run") if "loss_generator_total" in r] == [1, 2, 3]
+
+
+def test_reopening_a_workdir_trained_on_tensors_asks_for_the_videos(tmp_path, clip):
+    make_trainer(tmp_path / "run", clip)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["videos"] == [{"tensor": list(clip.shape)}]
+    with pytest.raises(ConfigError, match=r"held in memory.*--videos"):
+        FOMMTrainer(workdir=tmp_path / "run", device="cpu")
+    assert (tmp_path / "run" / "config.json").is_file()          # an existing workdir is left alone
+
+
+def test_a_reopened_workdir_refuses_another_network(tmp_path, clip):
+    make_trainer(tmp_path / "run", clip)
+    with pytest.raises(ConfigError, match="another configuration"):
+        FOMMTrainer("quick-64", [clip], tmp_path / "run", device="cpu", frame_size=64, batch_size=2)
+
+
+def test_a_failed_start_fails_before_writing_config_json(tmp_path, clip):
+    with pytest.raises(MediaError, match="missing.mp4: no such video or image file"):
+        FOMMTrainer(SMALL, [tmp_path / "missing.mp4"], tmp_path / "a", device="cpu", frame_size=128, batch_size=2)
+    with pytest.raises(CheckpointError):
+        FOMMTrainer(SMALL, [clip], tmp_path / "b", checkpoint={"generator": {}, "kp_detector": {}}, device="cpu",
+                    frame_size=128, batch_size=2)
+    with pytest.raises(ConfigError, match="batch_size must be at least 2"):
+        FOMMTrainer(SMALL, [clip], tmp_path / "c", device="cpu", batch_size=1)
+    assert [list((tmp_path / d).iterdir()) for d in "abc"] == [[], [], []]    # nothing a reopen would take for a model
+
+
+@pytest.mark.parametrize("text, line", [("model_params:\n  common_params:\n\tnum_kp: 10\n", 3),   # a tab: ScannerError
+                                        ("model_params: {common_params: [1, 2\n", 2)])          # unclosed: ParserError
+def test_a_broken_yaml_is_a_config_error_naming_the_file_and_line(tmp_path, clip, text, line):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    for read in (FOMMConfig.from_yaml, FOMMTrainConfig.from_yaml, lambda p: FOMMTrainer(p, [clip], tmp_path / "wd")):
+        with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}, line {line}, column \d+: not valid YAML"):
+            read(path)
+
+
+# --- the NaN guard -----------------------------------------------------------------------------------------------
+
+def test_a_nan_batch_at_iteration_1_is_skipped_and_the_weights_stay_finite(tmp_path, clip):
+    trainer = make_trainer(tmp_path / "run", clip, checkpoint_every=100)
+    initial = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    draw, steps, after_first = trainer.data.batch, trainer.train_step, []
+
+    def poisoned(*args, **kwargs):        # the very first pair is NaN: no checkpoint exists to go back to
+        source, driving = draw(*args, **kwargs)
+        return (torch.full_like(source, math.nan) if not after_first else source), driving
+
+    def watched(iteration):
+        losses = steps(iteration)
+        if not after_first:
+            after_first.append({k: v.clone() for k, v in trainer.generator.named_parameters()})
+        return losses
+
+    trainer.data.batch, trainer.train_step = poisoned, watched
+    trainer.train(2, progress=False)
+    for name, value in after_first[0].items():          # the skipped step did not move a single weight
+        assert torch.equal(value, initial[name]), name
+    for name in ("generator", "kp_detector", "discriminator"):
+        for key, value in getattr(trainer, name).state_dict().items():
+            if value.is_floating_point():
+                assert torch.isfinite(value).all(), f"{name}.{key}"     # BatchNorm statistics too
+    log = read_log(tmp_path / "run")
+    skips = [r for r in log if r.get("event") == "nan_skip"]
+    assert len(skips) == 1 and skips[0]["iteration"] == 0
+    assert {"loss", "generator gradients", "kp_detector gradients", "loss_l1_pyramid"} <= set(skips[0]["bad"])
+    losses = [r for r in log if "loss_generator_total" in r]
+    assert [r["iteration"] for r in losses] == [1, 2] and all(math.isfinite(r["loss_generator_total"]) for r in losses)
+    assert trainer.schedule.scale == 1.0 and trainer.nan_restores == 0      # a skip is not a restore
+
+
+def test_a_driving_clip_is_recorded_and_reopened_as_the_same_crop(samples):
+    from facesynth.reenact.prepare import DrivingClip
+    from facesynth.reenact.train import _describe_video, _reopen_videos
+
+    clip = DrivingClip(samples.talking_head, (10, 4, 138, 132), (176, 144), 64, 29.97, False, 120)
+    recorded = json.loads(json.dumps(_describe_video(clip)))
+    assert recorded["driving_clip"]["box"] == [10, 4, 138, 132] and recorded["driving_clip"]["size"] == 64
+    assert _reopen_videos([recorded], Path("wd")) == [dataclasses.replace(clip, path=samples.talking_head.resolve())]

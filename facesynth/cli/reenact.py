@@ -1,5 +1,10 @@
-"""``facesynth reenact``: the First Order Motion Model."""
+"""``facesynth reenact`` and ``train-fomm``: the First Order Motion Model."""
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from facesynth.cli.common import cleanup_new_folder, positive_float
 
 
 def _add_reenact(sub) -> None:
@@ -40,4 +45,93 @@ def _run_reenact(args) -> int:
     return 0
 
 
-COMMANDS = {"reenact": (_add_reenact, _run_reenact)}
+def _batch_size(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (BatchNorm in train mode needs two samples), got {text}")
+    return value
+
+
+def _add_train_fomm(sub) -> None:
+    p = sub.add_parser("train-fomm", help="train, fine-tune or resume a First Order Motion Model on videos",
+                       description="The official self-supervised FOMM training on short videos of talking faces "
+                                   "(whole frames), optionally from an official checkpoint. A workdir that holds "
+                                   "a model resumes where it stands with no other argument (its config.json keeps "
+                                   "the config, videos and settings); --iterations is the target count. Runs "
+                                   "under torchrun (one process per GPU, or gloo on CPUs).")
+    p.add_argument("videos", nargs="*", metavar="VIDEO", help="training videos; a workdir remembers them")
+    p.add_argument("--videos", dest="video_flags", nargs="+", default=[], metavar="VIDEO",
+                   help="training videos, as a flag (added to the positional ones)")
+    p.add_argument("--still", action="append", default=[], metavar="IMAGE",
+                   help="a portrait to fine-tune on: its face crop becomes a clip of random small warps "
+                        "(still_as_video, as notebook 02 does); repeatable. Videos and stills given replace the "
+                        "workdir's recorded ones")
+    p.add_argument("--workdir", required=True, help="config.json, checkpoints and log.jsonl go here")
+    p.add_argument("--config", default=None,
+                   help="vox-256, vox-adv-256, quick-64, or an official YAML file (its train_params too) "
+                        "(default: the workdir's own; vox-256 for a new one)")
+    p.add_argument("--checkpoint", default=None,
+                   help="official checkpoint file or registry name (e.g. fomm-vox) to fine-tune from")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="train until this iteration count (default: the official run, num_epochs official epochs)")
+    p.add_argument("--batch-size", type=_batch_size, default=None, help="frame pairs per step (per process)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="learning rate of the generator, key point detector and discriminator (official 2e-4)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--plot", default=None, help="keep a loss/learning-rate plot PNG here, updated while training")
+
+
+def _run_train_fomm(args) -> int:
+    from facesynth.errors import ConfigError
+    from facesynth.media import is_image
+    from facesynth.notebook import LivePlot, plot_training
+    from facesynth.reenact.train import CONFIG_FILE, FOMMTrainer
+
+    workdir = Path(args.workdir)
+    videos = [*args.videos, *args.video_flags]
+    for still in args.still:
+        if not is_image(still):
+            raise ConfigError(f"--still {still}: not an image file; give a portrait (.png, .jpg...)")
+    if not videos and not args.still and not (workdir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{workdir} holds no model yet: give the training videos (positional or --videos) "
+                          f"or a portrait (--still)")
+    overrides = {"batch_size": args.batch_size} if args.batch_size else {}
+    if args.lr:
+        overrides.update(lr_generator=args.lr, lr_kp_detector=args.lr, lr_discriminator=args.lr)
+    with cleanup_new_folder(workdir):       # a failed start leaves no empty workdir behind
+        trainer = FOMMTrainer(args.config, [*videos, *args.still], workdir, checkpoint=args.checkpoint,
+                              device=args.device, **overrides)
+    main = trainer.dist.is_main
+    c, target = trainer.config, args.iterations or trainer.num_iterations
+    if main:
+        where = (f"resuming at iteration {trainer.iteration}" if trainer.iteration
+                 else f"fine-tuning {args.checkpoint}" if args.checkpoint else "new model")
+        ranks = f" x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
+        print(f"{workdir}: {where}; config {trainer.model_config.name} ({c.frame_size}px, batch {c.batch_size}{ranks}, "
+              f"lr {c.lr_generator:g}) on {trainer.device}; {len(trainer.data)} training clip(s)")
+    if trainer.iteration >= target:
+        if main:
+            print(f"already at iteration {trainer.iteration} (target {target}); nothing to train")
+            if args.plot and trainer.log_path.is_file():
+                plot_training(workdir, args.plot)
+    else:
+        if main:
+            print(f"training to iteration {target}")
+        callbacks = [LivePlot(args.plot, display=False, every=1, seconds=30)] if args.plot and main else []
+        trainer.train(target, callbacks=callbacks)     # the plot is rewritten every 30 s and at the end
+    if main:
+        print(f"iteration {trainer.iteration}: {_fomm_loss_summary(workdir)}; checkpoint → {trainer.checkpoint_path}"
+              + (f"; loss plot → {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _fomm_loss_summary(workdir: Path, last: int = 50) -> str:
+    from facesynth.training import read_log
+
+    losses = [r["loss_generator_total"] for r in read_log(workdir) if "loss_generator_total" in r][-last:]
+    if not losses:
+        return "no losses logged yet"
+    return f"generator loss {sum(losses) / len(losses):.4f} (mean of the last {len(losses)} records)"
+
+
+COMMANDS = {"reenact": (_add_reenact, _run_reenact), "train-fomm": (_add_train_fomm, _run_train_fomm)}

@@ -248,6 +248,9 @@ class StyleGANTrainer(Trainer):
             branch = int(torch.randint(2**62, (1,), generator=self.generator))
             self.generator.manual_seed(branch + self.dist.rank)
 
+    def buffered_modules(self) -> list[torch.nn.Module]:
+        return [self.G, self.D]          # dlatent_avg moves with every batch of fakes
+
     def monitored_loss(self, record: dict) -> float:
         return record["loss_g"]
 
@@ -304,7 +307,7 @@ class StyleGANTrainer(Trainer):
         self.optimizers["D"].zero_grad(set_to_none=True)
         loss_d.backward()
         self._average_grads(self.D)
-        self.optimizers["D"].step()
+        self.step_optimizers("D", loss=loss_d)          # the NaN guard (training.py)
         # generator
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
@@ -312,8 +315,8 @@ class StyleGANTrainer(Trainer):
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self._average_grads(self.G)
-        self.optimizers["G"].step()
-        self._update_ema()
+        if self.step_optimizers("G", loss=loss_g):
+            self._update_ema()
         # logged as if R1 ran at every step (the penalty as last measured), so a lazy R1 draws no spikes
         loss_d = float(loss_d.detach()) - (0.5 * cfg.r1_gamma * cfg.r1_every * self._last_r1 if regularise else 0.0)
         losses = {"loss_g": float(loss_g.detach()), "loss_d": loss_d + 0.5 * cfg.r1_gamma * self._last_r1,

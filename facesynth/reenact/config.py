@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from facesynth.errors import ConfigError
 
 __all__ = ["CommonParams", "KPDetectorParams", "DenseMotionParams", "GeneratorParams", "DiscriminatorParams",
-           "FOMMConfig", "BUILTIN_CONFIGS"]
+           "FOMMConfig", "BUILTIN_CONFIGS", "read_yaml"]
 
 
 @dataclass
@@ -107,16 +107,7 @@ class FOMMConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, align_corners: bool = False) -> "FOMMConfig":
         """Read an official FOMM YAML file (only ``model_params`` is used)."""
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: FOMM config not found; pass a YAML path or one of {sorted(BUILTIN_CONFIGS)}")
-        with open(p, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{p}: not a YAML mapping; is it an official FOMM config?")
-        return cls.from_dict(data, name=str(p), align_corners=align_corners)
+        return cls.from_dict(read_yaml(path), name=str(path), align_corners=align_corners)
 
     @classmethod
     def named(cls, name: str, align_corners: bool = False) -> "FOMMConfig":
@@ -138,6 +129,30 @@ class FOMMConfig:
         if align_corners is not None:
             cfg = dataclasses.replace(cfg, align_corners=align_corners)
         return cfg
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """An official FOMM YAML file as a dict. A missing file, broken YAML (the message gives its line and column)
+    or a file that is not a mapping is a ConfigError."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: FOMM config not found; pass a YAML path or one of {sorted(BUILTIN_CONFIGS)}")
+    try:
+        with open(p, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}{where}: not valid YAML ({problem}); fix the file or use one of "
+                          f"{sorted(BUILTIN_CONFIGS)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start}); is it a YAML config?") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{p}: not a YAML mapping; is it an official FOMM config?")
+    return dict(data)
 
 
 _VOX_MODEL: dict[str, Any] = {

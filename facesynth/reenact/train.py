@@ -18,12 +18,23 @@ source by the motion between their key points, and minimises the official losses
 The learning rates follow the official MultiStepLR: × 0.1 at each of ``epoch_milestones`` official epochs
 (``iterations_per_epoch`` iterations each).
 
-Workdir layout: ``checkpoint.pt`` (atomic, resumed by default), ``backup.pt``, ``log.jsonl``;
-``save_official(path)`` writes the official checkpoint layout that ``load_fomm`` and the official code read.
+Workdir layout: ``config.json`` (the resolved model config, the training values, the videos and the checkpoint
+fine-tuned from: ``FOMMTrainer(workdir=...)`` alone reopens it), ``checkpoint.pt`` (atomic, resumed by default),
+``backup.pt``, ``log.jsonl``; ``save_official(path)`` writes the official checkpoint layout that ``load_fomm`` and
+the official code read.
+
+Under torchrun (``setup_distributed``) every rank draws its own pairs (``batch_size`` per rank) and, after each
+backward pass, the gradients of the networks being stepped are averaged across ranks in one all-reduce, as the
+StyleGAN trainer does; DistributedDataParallel is not used because the key point detector runs three times per
+step (source, driving, warped driving) and the jacobian loss differentiates with ``torch.autograd.grad``. The
+BatchNorm running statistics are averaged across ranks after every step (SyncBatchNorm is not used: each rank
+normalises by its own batch, as the official single-machine DataParallel training did per GPU), so all ranks
+hold the same weights and buffers; rank 0 alone writes.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import warnings
 from collections import OrderedDict
@@ -35,19 +46,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesynth.errors import CheckpointError, ConfigError
-from facesynth.gpu import pick_device, seed_everything
+from facesynth.errors import CheckpointError, ConfigError, MediaError
+from facesynth.fileio import atomic_write_json
+from facesynth.gpu import seed_everything
+from facesynth.media import is_image
 from facesynth.reenact.checkpoint import load_checked
-from facesynth.reenact.config import BUILTIN_CONFIGS, FOMMConfig
+from facesynth.reenact.config import BUILTIN_CONFIGS, FOMMConfig, read_yaml
 from facesynth.reenact.evaluate import iter_video_frames, resize_frames
 from facesynth.reenact.model import (KP, AntiAliasDownsample, build_discriminator, build_generator,
                                      build_kp_detector, coordinate_grid)
-from facesynth.training import LRSchedule, Trainer, atomic_torch_save
+from facesynth.training import LRSchedule, Trainer, atomic_torch_save, distributed_device
 
-__all__ = ["FOMMTrainer", "FOMMTrainConfig", "still_as_video", "ColorJitter", "LossWeights", "TransformParams", "RandomTPS", "ImagePyramid",
-           "VGG19Features", "load_vgg19", "VideoPairs", "MissingVGGWarning", "VGG19_FILE"]
+__all__ = ["FOMMTrainer", "FOMMTrainConfig", "still_as_video", "ColorJitter", "LossWeights", "TransformParams",
+           "RandomTPS", "ImagePyramid", "VGG19Features", "load_vgg19", "VideoPairs", "MissingVGGWarning", "VGG19_FILE",
+           "CONFIG_FILE", "STILL_FRAMES"]
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"     # torchvision's VGG19_Weights.IMAGENET1K_V1
+CONFIG_FILE = "config.json"
+STILL_FRAMES = 60                     # frames of the clip a still portrait becomes (notebook 02's choice)
 
 
 class MissingVGGWarning(UserWarning):
@@ -109,6 +125,7 @@ class FOMMTrainConfig:
     lr_kp_detector: float = 2e-4
     scales: tuple[float, ...] = (1, 0.5, 0.25, 0.125)   # perceptual pyramid
     num_repeats: int = 75                             # official epoch = num_repeats passes over the videos
+    num_epochs: int = 100                             # the official run's length in those epochs
     epoch_milestones: tuple[int, ...] = (60, 90)      # learning rates x 0.1 at these epochs
     horizontal_flip: bool = True
     time_flip: bool = True
@@ -148,49 +165,97 @@ class FOMMTrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides) -> "FOMMTrainConfig":
-        import yaml
+        """From an official YAML file (``read_yaml``: a broken file is a ConfigError naming its line)."""
+        try:
+            return cls.from_dict(read_yaml(path), **overrides)
+        except (TypeError, AttributeError) as e:      # an unknown key, or a section that is not a mapping
+            raise ConfigError(f"{path}: {e}; is it an official FOMM config?") from None
 
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(yaml.safe_load(f) or {}, **overrides)
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON values (``config.json``); ``from_saved`` reads it back."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_saved(cls, data: Mapping[str, Any]) -> "FOMMTrainConfig":
+        """Inverse of ``to_dict``."""
+        values = dict(data)
+        try:
+            for key, kind in (("jitter", ColorJitter), ("transform_params", TransformParams),
+                              ("loss_weights", LossWeights)):
+                if key in values:
+                    values[key] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values[key].items()})
+            for key in ("scales", "epoch_milestones"):
+                if key in values:
+                    values[key] = tuple(values[key])
+            return cls(**values)
+        except (TypeError, AttributeError) as e:
+            raise ConfigError(f"saved FOMM training values do not fit this version ({e}); use a new workdir") from None
 
 
 class FOMMTrainer(Trainer):
     """Train (or fine-tune, or resume) a First Order Motion Model on short videos in ``workdir``.
 
     Args:
-        config: the model: a built-in name (``"vox-256"``), an official YAML path or a FOMMConfig. A YAML's
-            ``train_params`` and ``dataset_params.frame_shape`` also set the training values.
-        videos: video files, float tensors (T, C, H, W) in [0, 1], or ``DrivingClip`` face crops
-            (``reenact.prepare.prepare_driving``); frames are resized to the frame size.
-        workdir: checkpoints and ``log.jsonl``; a workdir with a checkpoint resumes from it.
-        train: a FOMMTrainConfig, or None for the YAML's (or vox-256's) values; ``overrides`` replace fields.
-        checkpoint: an official checkpoint to start from (fine-tuning); ignored when the workdir resumes.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        config: the model: a built-in name (``"vox-256"``), an official YAML path or a FOMMConfig; None: the
+            workdir's own (``config.json``), or vox-256 for a new one. A YAML's ``train_params`` and
+            ``dataset_params.frame_shape`` also set the training values.
+        videos: video files, image files (a still portrait: cropped around its face and turned into a clip of
+            ``STILL_FRAMES`` random warps, ``still_as_video``), float tensors (T, C, H, W) in [0, 1], or
+            ``DrivingClip`` face crops (``reenact.prepare.prepare_driving``); frames are resized to the frame
+            size. Empty: the workdir's recorded videos (files and DrivingClips can be reopened, tensors cannot).
+        workdir: ``config.json``, checkpoints and ``log.jsonl``; a workdir with a checkpoint resumes from it, and
+            ``FOMMTrainer(workdir=...)`` alone reopens it with its recorded config, videos and training values.
+        train: a FOMMTrainConfig, or None for the YAML's (else the workdir's, else vox-256's) values;
+            ``overrides`` replace fields.
+        checkpoint: an official checkpoint (file or registry name) to start from (fine-tuning); ignored when the
+            workdir resumes.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...; under torchrun each rank takes its LOCAL_RANK GPU.
     """
 
-    def __init__(self, config: str | os.PathLike | FOMMConfig = "vox-256",
+    def __init__(self, config: str | os.PathLike | FOMMConfig | None = None,
                  videos: Sequence[str | os.PathLike | torch.Tensor] = (), workdir: str | os.PathLike = "work/fomm",
                  train: FOMMTrainConfig | None = None, checkpoint: str | os.PathLike | Mapping | None = None,
                  device: str | torch.device = "auto", **overrides):
-        super().__init__(workdir, pick_device(device))
-        self.model_config = FOMMConfig.resolve(config)
+        super().__init__(workdir, *distributed_device(device))
+        saved = self.saved_config(CONFIG_FILE)
+        saved_model = _saved_model_config(saved, self.workdir) if saved is not None else None
+        self.model_config = (FOMMConfig.resolve(config) if config is not None
+                             else saved_model or FOMMConfig.named("vox-256"))
+        if saved_model is not None and _structure(self.model_config) != _structure(saved_model):
+            raise ConfigError(f"{self.workdir} holds a FOMM of another configuration ({saved_model.name or 'saved'}); "
+                              f"use a new workdir or the same config")
         if train is None:
-            from_yaml = (not isinstance(config, FOMMConfig)
+            from_yaml = (config is not None and not isinstance(config, FOMMConfig)
                          and str(config).lower().removesuffix(".yaml") not in BUILTIN_CONFIGS)
-            train = FOMMTrainConfig.from_yaml(config) if from_yaml else FOMMTrainConfig()
-        self.config = dataclasses.replace(train, **overrides)
+            if from_yaml:
+                train = FOMMTrainConfig.from_yaml(config)
+            elif saved is not None:
+                train = FOMMTrainConfig.from_saved(saved.get("train", {}))
+            else:
+                train = FOMMTrainConfig()
+        try:
+            self.config = dataclasses.replace(train, **overrides)
+        except TypeError as e:
+            raise ConfigError(f"FOMMTrainer: {e}; the settings are FOMMTrainConfig's fields") from None
         cfg = self.config
+        if saved is not None:
+            videos = videos or _reopen_videos(saved.get("videos", []), self.workdir)
+            checkpoint = saved.get("checkpoint") if checkpoint is None else checkpoint
         if not videos:
-            raise ConfigError("FOMMTrainer needs at least one video (a file or a (T, C, H, W) tensor)")
+            raise ConfigError("FOMMTrainer needs at least one video (a file, an image, a (T, C, H, W) tensor or a "
+                              "DrivingClip)")
+        for video in videos:
+            if isinstance(video, (str, os.PathLike)) and not Path(video).is_file():
+                raise MediaError(f"{video}: no such video or image file")
         if cfg.batch_size < 2:
             raise ConfigError("batch_size must be at least 2: BatchNorm in train mode needs two samples at the "
                               "hourglass's 1x1 bottom")
         self.checkpoint_every, self.log_every = cfg.checkpoint_every, cfg.log_every
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed)             # the same initial weights on every rank
         self.kp_detector = build_kp_detector(self.model_config).to(self.device)
         self.generator = build_generator(self.model_config).to(self.device)
         self.discriminator = build_discriminator(self.model_config).to(self.device)
-        if checkpoint is not None:
+        if checkpoint is not None and not self.checkpoint_path.is_file():
             self._load_official(checkpoint)
         betas = (0.5, 0.999)     # official train.py
         base = cfg.lr_generator or 1.0
@@ -202,7 +267,7 @@ class FOMMTrainer(Trainer):
         self.data = VideoPairs(videos, cfg.frame_size, cfg.cache_videos)
         self.schedule = LRSchedule(base, "multistep", gamma=0.1,     # official train.py: MultiStepLR(gamma=0.1)
                                    milestones=tuple(m * self.iterations_per_epoch for m in cfg.epoch_milestones))
-        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.rng = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)   # each rank its own pairs
         # the discriminator's scales as its ModuleDict spells them ("1", "0-5"), so the pyramid keys agree
         disc_scales = [int(v) if v.is_integer() else v
                        for v in (float(k.replace("-", ".")) for k in self.discriminator.discs)]
@@ -215,6 +280,11 @@ class FOMMTrainer(Trainer):
         elif sum(cfg.loss_weights.perceptual):
             self._events = {"event": "no_vgg19", "message": "VGG19 weights missing: L1 pyramid replaces the "
                                                             "perceptual loss"}
+        if self.dist.is_main:
+            atomic_write_json(self.workdir / CONFIG_FILE, {
+                "model": dataclasses.asdict(self.model_config), "train": cfg.to_dict(),
+                "videos": [_describe_video(v) for v in videos],
+                "checkpoint": _describe_checkpoint(checkpoint)}, indent=2)
         self.resume()
 
     # --- Trainer hooks -------------------------------------------------------------------------------------
@@ -226,6 +296,13 @@ class FOMMTrainer(Trainer):
         for name in ("generator", "kp_detector", "discriminator"):
             getattr(self, name).load_state_dict(state[name])
         self.rng.set_state(state["rng"])
+        if self.dist.rank:
+            # the checkpoint holds rank 0's data stream: the other ranks branch off it, one seed per rank
+            branch = int(torch.randint(2**62, (1,), generator=self.rng))
+            self.rng.manual_seed(branch + self.dist.rank)
+
+    def buffered_modules(self) -> list[nn.Module]:
+        return [self.kp_detector, self.generator, self.discriminator]     # BatchNorm statistics, spectral norm
 
     def monitored_loss(self, record: dict) -> float:
         return record["loss_generator_total"]
@@ -246,14 +323,39 @@ class FOMMTrainer(Trainer):
         for name in ("generator", "kp_detector"):
             self.optimizers[name].zero_grad(set_to_none=True)
         total.backward()
-        self.optimizers["generator"].step()
-        self.optimizers["kp_detector"].step()
+        self._average_grads(self.generator, self.kp_detector)
+        self.step_optimizers("generator", "kp_detector", loss=total)     # the NaN guard (training.py)
         out = {k: float(v.detach()) for k, v in losses.items()}
         out["loss_generator_total"] = float(total.detach())
         if cfg.loss_weights.generator_gan:     # official: the discriminator trains only beside a generator GAN loss
             out["loss_disc_gan"] = self._discriminator_step(real, generated["prediction"].detach(),
                                                             generated["kp_driving"])
+        self._average_buffers()
         return out
+
+    def _average_grads(self, *modules: nn.Module) -> None:
+        """Every rank's mean gradient, in one all-reduce (no-op outside torch.distributed)."""
+        if self.dist.enabled:
+            self._average_across_ranks([p.grad for m in modules for p in m.parameters() if p.grad is not None])
+
+    def _average_buffers(self) -> None:
+        """BatchNorm running statistics as the mean over the ranks' batches (spectral-norm vectors, equal on
+        every rank, stay equal), so that every rank holds the same model."""
+        if self.dist.enabled:
+            self._average_across_ranks([b for m in self.buffered_modules() for b in m.buffers()
+                                        if b.is_floating_point()])
+
+    @torch.no_grad()
+    def _average_across_ranks(self, tensors: list[torch.Tensor]) -> None:
+        import torch.distributed as dist
+
+        if not tensors:
+            return
+        flat = torch.cat([t.flatten() for t in tensors])
+        dist.all_reduce(flat)
+        flat /= self.dist.world_size
+        for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+            t.copy_(part.view_as(t))
 
     def generator_losses(self, source: torch.Tensor, driving: torch.Tensor
                          ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor]]:
@@ -304,11 +406,11 @@ class FOMMTrainer(Trainer):
         return out
 
     def _discriminator_step(self, real: dict[str, torch.Tensor], prediction: torch.Tensor, kp_driving: KP) -> float:
-        opt = self.optimizers["discriminator"]
-        opt.zero_grad(set_to_none=True)
+        self.optimizers["discriminator"].zero_grad(set_to_none=True)
         loss = self.discriminator_loss(real, prediction, kp_driving)
         loss.backward()
-        opt.step()
+        self._average_grads(self.discriminator)
+        self.step_optimizers("discriminator", loss=loss)
         return float(loss.detach())
 
     def discriminator_loss(self, real: dict[str, torch.Tensor], prediction: torch.Tensor,
@@ -328,8 +430,14 @@ class FOMMTrainer(Trainer):
     # --- official checkpoints ------------------------------------------------------------------------------
     @property
     def iterations_per_epoch(self) -> int:
-        """An official epoch: ``num_repeats`` passes over the videos in batches (the last partial one dropped)."""
-        return max(1, self.config.num_repeats * len(self.data) // self.config.batch_size)
+        """An official epoch: ``num_repeats`` passes over the videos in batches of all ranks together (the last
+        partial one dropped)."""
+        return max(1, self.config.num_repeats * len(self.data) // (self.config.batch_size * self.dist.world_size))
+
+    @property
+    def num_iterations(self) -> int:
+        """The official run's length in iterations: ``num_epochs`` official epochs."""
+        return self.config.num_epochs * self.iterations_per_epoch
 
     def save_official(self, path: str | os.PathLike, epoch: int | None = None) -> Path:
         """Write the official checkpoint layout (``logger.Logger.save_cpk``), atomically.
@@ -365,6 +473,52 @@ class FOMMTrainer(Trainer):
                 load_checked(self.discriminator, data["discriminator"], f"{what} [discriminator]")
             except CheckpointError as e:
                 warnings.warn(f"{e}; the discriminator starts from random weights", stacklevel=3)
+
+
+def _structure(config: FOMMConfig) -> dict[str, Any]:
+    """What makes two FOMM configs the same network (everything but the name they came by)."""
+    return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k != "name"}
+
+
+def _saved_model_config(saved: Mapping[str, Any], workdir: Path) -> FOMMConfig:
+    model = saved.get("model")
+    if not isinstance(model, Mapping):
+        raise ConfigError(f"{workdir / CONFIG_FILE}: no model entry; delete it to start a new model")
+    return FOMMConfig.from_dict(model, name=str(model.get("name", "")),
+                                align_corners=bool(model.get("align_corners", False)))
+
+
+def _describe_video(video: Any) -> Any:
+    """A video as config.json records it: a file's absolute path, a DrivingClip's fields (its crop of a file), or
+    for a tensor only its shape (tensors cannot be reopened)."""
+    if isinstance(video, torch.Tensor):
+        return {"tensor": list(video.shape)}
+    if _is_driving_clip(video):
+        fields = {f.name: getattr(video, f.name) for f in dataclasses.fields(video) if f.name != "face_boxes"}
+        return {"driving_clip": {**fields, "path": str(Path(video.path).resolve()), "box": list(video.box),
+                                 "frame_size": list(video.frame_size)}}
+    return str(Path(video).resolve())
+
+
+def _reopen_videos(recorded: Sequence[Any], workdir: Path) -> list[Any]:
+    from facesynth.reenact.prepare import DrivingClip
+
+    in_memory = [v["tensor"] for v in recorded if isinstance(v, Mapping) and "tensor" in v]
+    if in_memory:
+        raise ConfigError(f"{workdir} was trained on {len(in_memory)} clip(s) held in memory (tensors of shape "
+                          f"{in_memory[0]}...), which config.json cannot record; give the videos again "
+                          f"(--videos on the command line)")
+    return [DrivingClip(**{**v["driving_clip"], "path": Path(v["driving_clip"]["path"]),
+                           "box": tuple(v["driving_clip"]["box"]),
+                           "frame_size": tuple(v["driving_clip"]["frame_size"])})
+            if isinstance(v, Mapping) else v for v in recorded]
+
+
+def _describe_checkpoint(checkpoint: Any) -> str | None:
+    """A checkpoint file's absolute path, a registry name as given, or None for a dict given in memory."""
+    if checkpoint is None or isinstance(checkpoint, Mapping):
+        return None
+    return str(Path(checkpoint).resolve()) if Path(checkpoint).is_file() else str(checkpoint)
 
 
 # --- losses ----------------------------------------------------------------------------------------------------
@@ -528,12 +682,15 @@ def _is_driving_clip(video: Any) -> bool:
 class VideoPairs:
     """Random (source, driving) frame pairs of short videos, frames resized to ``size`` x ``size``.
 
-    A video is a file (whole frames), a float tensor (T, C, H, W) in [0, 1], or a ``DrivingClip`` (its fixed
-    face crop, as ``prepare_driving`` makes it: the official training data are such face crops).
+    A video is a file (whole frames), an image file (a still portrait: its face crop, as ``reenact`` crops a
+    source, warped into ``STILL_FRAMES`` frames by ``still_as_video``), a float tensor (T, C, H, W) in [0, 1], or
+    a ``DrivingClip`` (its fixed face crop, as ``prepare_driving`` makes it: the official training data are such
+    face crops).
 
-    Videos are decoded on first use and kept as uint8 tensors in a least-recently-used cache of ``cache``
-    videos. Each pair comes from one video chosen uniformly: two sorted random frame indices (with
-    replacement), as the official training dataset.
+    Stills are made at once (a portrait without a face fails here, not mid-training) and kept. Videos are
+    decoded on first use and kept as uint8 tensors in a least-recently-used cache of ``cache`` videos. Each pair
+    comes from one video chosen uniformly: two sorted random frame indices (with replacement), as the official
+    training dataset.
     """
 
     def __init__(self, videos: Sequence[str | os.PathLike | torch.Tensor], size: int, cache: int = 8):
@@ -541,12 +698,16 @@ class VideoPairs:
         self.size = size
         self.cache_size = max(1, cache)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._stills = {i: _uint8(_still_clip(v, size)) for i, v in enumerate(self.videos)
+                        if isinstance(v, (str, os.PathLike)) and is_image(v)}
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def frames(self, index: int) -> torch.Tensor:
         """Video ``index`` as uint8 (T, 3, size, size)."""
+        if index in self._stills:
+            return self._stills[index]
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]
@@ -559,7 +720,7 @@ class VideoPairs:
             clip = resize_frames(torch.cat(list(video)), self.size).clamp(0, 1)
         else:
             clip = torch.cat(list(iter_video_frames(video, self.size, 32)))
-        clip = clip.mul(255).round_().to(torch.uint8)
+        clip = _uint8(clip)
         self._cache[index] = clip
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -583,3 +744,15 @@ class VideoPairs:
             sources.append(pair[0])
             drivings.append(pair[1])
         return torch.stack(sources).float().div_(255), torch.stack(drivings).float().div_(255)
+
+
+def _uint8(frames: torch.Tensor) -> torch.Tensor:
+    return frames.mul(255).round_().to(torch.uint8)
+
+
+def _still_clip(image: str | os.PathLike, size: int) -> torch.Tensor:
+    """A portrait file as a training clip: its face crop (``prepare_source``) warped by ``still_as_video``."""
+    from facesynth.reenact.prepare import prepare_source
+
+    face, _ = prepare_source(image, size=size)
+    return still_as_video(face, frames=STILL_FRAMES)

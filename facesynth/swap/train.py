@@ -143,6 +143,9 @@ class SwapTrainer(Trainer):
             self.generator.manual_seed(branch + self.dist.rank)
         self.face_loss = {k: {int(i): float(v) for i, v in d.items()} for k, d in state["face_loss"].items()}
 
+    def buffered_modules(self) -> list[nn.Module]:
+        return [m for m in (self.model, self.disc) if m is not None]
+
     def monitored_loss(self, record: dict) -> float:
         return (record["loss_a"] + record["loss_b"]) / 2
 
@@ -201,8 +204,7 @@ class SwapTrainer(Trainer):
         if cfg.clip_grad:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-        self.scaler.step(opt)
-        self.scaler.update()
+        self.step_optimizers("model", loss=total, scaler=self.scaler)     # the NaN guard (training.py)
         if self.disc is not None:
             losses["loss_disc"] = self._disc_step(torch.cat([tgt_a * m_a, tgt_b * m_b]),
                                                   (fake * torch.cat([m_a, m_b])).detach())
@@ -219,7 +221,7 @@ class SwapTrainer(Trainer):
                 + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        self.step_optimizers("disc", loss=loss)
         return float(loss.detach())
 
     def _update_face_loss(self, who: str, ids: list[int], loss: torch.Tensor) -> None:
