@@ -74,6 +74,9 @@ def _add_train_fomm(sub) -> None:
                    help="official checkpoint file or registry name (e.g. fomm-vox) to fine-tune from")
     p.add_argument("--iterations", type=int, default=None,
                    help="train until this iteration count (default: the official run, num_epochs official epochs)")
+    p.add_argument("--size", type=int, default=None,
+                   help="frame side the videos are resized to (default: the YAML's frame_shape; 64 for quick-64, "
+                        "256 for vox-256)")
     p.add_argument("--batch-size", type=_batch_size, default=None, help="frame pairs per step (per process)")
     p.add_argument("--lr", type=positive_float, default=None,
                    help="learning rate of the generator, key point detector and discriminator (official 2e-4)")
@@ -96,6 +99,9 @@ def _run_train_fomm(args) -> int:
         raise ConfigError(f"{workdir} holds no model yet: give the training videos (positional or --videos) "
                           f"or a portrait (--still)")
     overrides = {"batch_size": args.batch_size} if args.batch_size else {}
+    size = args.size or (64 if (args.config or "").lower() == "quick-64" else None)   # quick-64 runs at 64x64
+    if size:
+        overrides["frame_size"] = size
     if args.lr:
         overrides.update(lr_generator=args.lr, lr_kp_detector=args.lr, lr_discriminator=args.lr)
     with cleanup_new_folder(workdir):       # a failed start leaves no empty workdir behind
