@@ -11,13 +11,13 @@ import argparse
 import sys
 import warnings
 
-from facesynth.cli import demo, evaluate, extract, figures, generate, lipsync, reenact, swap, weights
+from facesynth.cli import demo, evaluate, extract, figures, generate, lipsync, reenact, swap, verify, weights
 from facesynth.errors import FacesynthError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 COMMANDS = {}
-for _module in (extract, demo, swap, reenact, lipsync, generate, weights, evaluate, figures):
+for _module in (extract, demo, swap, reenact, lipsync, generate, weights, evaluate, figures, verify):
     COMMANDS.update(_module.COMMANDS)
 
 
