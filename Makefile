@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.facesynth-installed
-# torch 2.14.1 + torchvision 0.29.1 is the pair that installs and runs everywhere we test (see DESIGN.md)
+# torch 2.14.1 + torchvision 0.29.1 is the pair the whole suite runs on here (README.md, "Install": the floor pair and the CPU-only route)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast figures bench clean
+.PHONY: install demo test test-fast figures bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/lipsync.py --quick --out bench/results/lipsync.json
 	$(BIN)/python bench/generate.py --quick --out bench/results/generate.json
 	$(BIN)/python bench/evaluate.py --quick --out bench/results/evaluate.json
+
+# on a CUDA machine (a Colab GPU, a lent H100): the `gpu` tests and every benchmark's quick mode on the GPU, about
+# 8 minutes, one JSON summary with the targets met or not; without a GPU it says so and exits 0
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py --out build/gpu-check.json
 
 clean:
 	rm -rf work build .pytest_cache

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark face extraction: speed per backend, peak memory, and whether memory stays flat on long videos.
 
-    python bench/extract.py [--out bench/results/extract.json] [--quick | --full]
+    python bench/extract.py [--out bench/results/extract.json] [--quick | --full] [--device auto|cpu|cuda]
 
 Each measurement runs in a fresh child process (this script re-invoked with ``--child``) so that its peak
 resident set (``ru_maxrss``) belongs to that measurement alone. Results go to stdout and ``--out`` as JSON.
@@ -12,6 +12,8 @@ resident set (``ru_maxrss``) belongs to that measurement alone. Results go to st
   time is ``backend_load_s``); ``detect_fps`` is ``backend.detect`` alone over the decoded frames.
 * streaming: the sample scaled to 720p (1080p with ``--full``), letterboxed, looped to 10x its length;
   peak RSS extracting a short vs a long copy. ``memory_flat``: long peak < 1.25 x short peak.
+
+``--device`` is where the backends run (``pick_device``: the FAN backend uses it; dlib here is CPU-only).
 
 Default run: about 3 minutes on 2 CPU cores; ``--quick`` about 1 minute; ``--full`` is much longer.
 """
@@ -64,7 +66,7 @@ def child_backend(spec: dict) -> dict:
 
     tmp = Path(spec["tmp"])
     t = time.perf_counter()
-    backend = create_backend(spec["detector"], **spec["options"])
+    backend = create_backend(spec["detector"], device=spec.get("device", "auto"), **spec["options"])
     load_s = time.perf_counter() - t
 
     # warm-up: one still image through the whole pipeline (first-call costs of PIL, masks, dlib, ...)
@@ -129,7 +131,7 @@ def child_stream(spec: dict) -> dict:
     from facesynth.media import probe
 
     tmp = Path(spec["tmp"])
-    backend = create_backend(spec["detector"], **spec["options"])
+    backend = create_backend(spec["detector"], device=spec.get("device", "auto"), **spec["options"])
     rss_before = _current_rss_mib()
     info = probe(spec["source"])
     t = time.perf_counter()
@@ -161,7 +163,7 @@ def run_child(spec: dict, tmp: Path, name: str) -> dict:
     return _run_child(__file__, spec, tmp, name, log)
 
 
-def machine_info() -> dict:
+def machine_info(device: str = "auto") -> dict:
     import numpy
     import torch
     import facesynth
@@ -173,7 +175,7 @@ def machine_info() -> dict:
         "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor() or None,
         "python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "facesynth": facesynth.__version__,
-        "device": str(pick_device("auto")),
+        "device": str(pick_device(device)),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     try:
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     size = ap.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="sampled CNN and a shorter streaming check (~1 min)")
     size.add_argument("--full", action="store_true", help="every frame everywhere and a 1080p streaming check")
+    ap.add_argument("--device", default="auto", help="auto (pick_device), cpu, cuda: where the backends run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {
         "benchmark": "extract", "mode": mode,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(args.device),
         "notes": [
             "fps: frames through the whole extract_faces call (detect + landmarks + align + masks + scores + "
             "PNG writes, two decoding passes), after a one-image warm-up; the backend is built beforehand "
@@ -270,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         records = []
         for label, name, options, fps, detect_max in configs:
             log(f"{label}: extracting {video.name} in a child process ...")
-            spec = {"kind": "backend", "detector": name, "options": options, "source": str(video),
-                    "warmup_image": str(warmup), "fps": fps, "detect_max": detect_max}
+            spec = {"kind": "backend", "detector": name, "device": args.device, "options": options,
+                    "source": str(video), "warmup_image": str(warmup), "fps": fps, "detect_max": detect_max}
             rec = {"config": label, "backend": name, "options": options, "source": str(video),
                    **run_child(spec, tmp, label)}
             if label == "dlib-cnn" and (fps is not None or detect_max is not None):
@@ -304,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             stream["make_videos_s"] = round(time.perf_counter() - t, 2)
             for key in ("short", "long"):
                 log(f"streaming: {key} video ({w}x{h}) in a child process ...")
-                spec = {"kind": "stream", "detector": detector, "options": {}, "source": str(paths[key]),
+                spec = {"kind": "stream", "detector": detector, "device": args.device, "options": {},
+                        "source": str(paths[key]),
                         "fps": cfg["stream_fps"]}
                 stream[key] = run_child(spec, tmp, f"stream-{key}")
                 failed |= "error" in stream[key]

@@ -15,7 +15,7 @@ import torch
 
 from facesynth.errors import ConfigError
 
-__all__ = ["pick_device", "autocast", "amp_dtype", "channels_last", "seed_everything", "memory_report",
+__all__ = ["pick_device", "autocast", "amp_dtype", "cuda_has_native_bf16", "channels_last", "seed_everything", "memory_report",
            "reset_peak_memory", "in_colab"]
 
 
@@ -43,10 +43,21 @@ def amp_dtype(device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype worth using on ``device``: bf16 where the GPU supports it, else fp16; None on CPU."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16(dev) else torch.float16
     if dev.type == "mps":
         return torch.float16
     return None
+
+
+def cuda_has_native_bf16(device: torch.device | str = "cuda") -> bool:
+    """True on GPUs that compute bf16 in hardware (compute capability 8.0 and up: A100, H100, RTX 30xx...).
+
+    ``torch.cuda.is_bf16_supported()`` also says True where bf16 is only emulated (a Colab T4, a V100), which runs
+    slower than fp32; there fp16 with a GradScaler is the mixed precision worth having.
+    """
+    dev = torch.device(device)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= 8
 
 
 def cpu_has_native_bf16() -> bool:

@@ -265,3 +265,14 @@ def test_package_file_errors():
 def test_session_samples_fixture(samples):
     assert samples.talking_head.is_file() and samples.astronaut.is_file() and samples.grace_hopper.is_file()
     assert samples.root != fileio.data_dir() / "samples"       # tests never write into the checkout
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                               ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_amp_dtype_uses_bf16_only_where_the_gpu_computes_it(monkeypatch, capability, dtype):
+    """A Colab T4 (7.5) or V100 (7.0) emulates bf16 (torch.cuda.is_bf16_supported() still says True): fp16 there."""
+    from facesynth import gpu
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+    assert gpu.amp_dtype("cuda:0") == dtype and gpu.amp_dtype("cpu") is None

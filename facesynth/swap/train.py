@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from facesynth.errors import ConfigError
 from facesynth.fileio import atomic_write_json
-from facesynth.gpu import autocast, channels_last, pick_device, seed_everything
+from facesynth.gpu import amp_dtype, autocast, channels_last, pick_device, seed_everything
 from facesynth.media import write_image
 from facesynth.swap.augment import apply_grid, color_jitter, random_affine, random_warp
 from facesynth.swap.config import SwapConfig
@@ -112,7 +112,7 @@ class SwapTrainer(Trainer):
         self.schedule = LRSchedule(cfg.lr, cfg.lr_schedule, cfg.warmup, cfg.lr_total, cfg.min_lr, cfg.lr_step,
                                    cfg.lr_gamma)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_cuda_tricks and cfg.amp
-                                           and not torch.cuda.is_bf16_supported())
+                                           and amp_dtype(self.device) == torch.float16)
         self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
         self.face_loss: dict[str, dict[int, float]] = {"a": {}, "b": {}}
         self._events: dict[str, Any] = {}
@@ -129,12 +129,16 @@ class SwapTrainer(Trainer):
                  "config": self.config.to_dict()}
         if self.disc is not None:
             state["disc"] = self.disc.state_dict()
+        if self.scaler.is_enabled():      # fp16: the loss scale it has found goes on after a resume
+            state["scaler"] = self.scaler.state_dict()
         return state
 
     def load_model_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         if self.disc is not None and "disc" in state:
             self.disc.load_state_dict(state["disc"])
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
         if self.dist.rank:
             # the checkpoint holds rank 0's data stream only: the other ranks branch off it (one seed per rank),
