@@ -7,6 +7,8 @@ official StyleGAN TensorFlow files): only globals named in an allow-list resolve
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import io
 import os
 import pickle
@@ -14,16 +16,76 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
-from facesynth.errors import CheckpointError, UnsafeCheckpointError
+from facesynth.errors import CheckpointError, FacesynthError, UnsafeCheckpointError
 
 __all__ = ["load_torch", "load_state_dict", "RestrictedUnpickler", "restricted_load", "LazyBytes",
-           "restricted_load_lazy"]
+           "restricted_load_lazy", "TorchVersionError", "TORCH_FLOOR"]
 
-_BLOCKED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global:)\s*(?:GLOBAL\s*)?([\w.]+)")
+# The oldest torch (and its torchvision) the test suite passes on; pyproject.toml declares the same floor.
+TORCH_FLOOR = "2.3"
+TORCHVISION_FLOOR = "0.18"
+
+
+class TorchVersionError(FacesynthError):
+    """The installed torch lacks an API facesynth needs to read a checkpoint; the file itself may be fine."""
+
+
+def _too_old(what: str) -> TorchVersionError:
+    return TorchVersionError(
+        f"the installed torch {torch.__version__} is too old to read checkpoints safely ({what}); facesynth needs "
+        f"torch>={TORCH_FLOOR} with torchvision>={TORCHVISION_FLOOR}. The checkpoint file is not at fault: upgrade "
+        f"with `pip install -U 'torch>={TORCH_FLOOR}' 'torchvision>={TORCHVISION_FLOOR}'` (on Colab, restart the "
+        f"runtime afterwards)")
+
+
+def _check_torch_load() -> None:
+    """torch.load must take ``weights_only`` (torch >= 1.13); without it the file would be unpickled unguarded."""
+    try:
+        params = inspect.signature(torch.load).parameters
+    except (TypeError, ValueError):  # no signature to read (a C wrapper): let torch.load itself decide
+        return
+    if "weights_only" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise _too_old("torch.load has no weights_only argument")
+
+
+@contextlib.contextmanager
+def _trusted_globals(extra: list[Any]) -> Iterator[None]:
+    """Let ``torch.load(weights_only=True)`` also resolve ``extra``, for this load only.
+
+    torch >= 2.5 has the ``safe_globals`` context manager; 2.4 only a process-wide list (``add_safe_globals``),
+    restored afterwards. With nothing extra no torch API is touched, so older torch loads plain weights too.
+    """
+    if not extra:
+        yield
+        return
+    ser = torch.serialization
+    if hasattr(ser, "safe_globals"):
+        with ser.safe_globals(extra):
+            yield
+    elif all(hasattr(ser, n) for n in ("add_safe_globals", "get_safe_globals", "clear_safe_globals")):
+        before = list(ser.get_safe_globals())
+        ser.add_safe_globals(extra)
+        try:
+            yield
+        finally:
+            ser.clear_safe_globals()
+            ser.add_safe_globals(before)
+    else:
+        raise _too_old("torch.serialization has neither safe_globals nor add_safe_globals, needed for "
+                       "extra_globals")
+
+
+# an exception from torch's own API (a name or argument this torch does not have), not from the file's bytes
+_API_ERROR = re.compile(r"module 'torch[\w.]*' has no attribute|unexpected keyword argument|"
+                        r"takes \d+ positional arguments? but")
+
+# how torch names a refused global: "Unsupported global: GLOBAL os.system" (>= 2.4), "Unsupported class
+# posix.system" (2.1 - 2.3), "unsupported GLOBAL" (the legacy format)
+_BLOCKED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global:|Unsupported class)\s*(?:GLOBAL\s*)?([\w.]+)")
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"}
 
 
@@ -49,10 +111,19 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         CheckpointError: missing, empty, truncated or non-torch file.
         UnsafeCheckpointError: the file references a global outside the weights-only allow-list;
             nothing in it was executed.
+        TorchVersionError: the installed torch lacks an API this needs (older than ``TORCH_FLOOR``); never
+            reported as a damaged file.
     """
     p = _check_path(path)
+    _check_torch_load()
+    # set up outside the try below: a missing torch API is a version problem, never a damaged file
+    with _trusted_globals(list(extra_globals)):
+        return _load_weights_only(p, map_location)
+
+
+def _load_weights_only(p: Path, map_location: str | torch.device) -> Any:
     try:
-        with torch.serialization.safe_globals(list(extra_globals)), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -60,15 +131,20 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         blocked = _BLOCKED_GLOBAL.search(msg)
         culprit = blocked.group(1) if blocked else _first_global(p)
         if culprit:
+            newer = (f" If it was saved by a torch newer than this one ({torch.__version__}), which may allow "
+                     f"{culprit} in weights files, upgrading torch may read it." if culprit.startswith("torch.") else "")
             raise UnsafeCheckpointError(
                 f"{p}: refused to load: the file references the Python global {culprit}, which a weights file "
                 f"never needs and which could run code when unpickled; nothing was executed. Use the official "
-                f"weights file, or re-save the state_dict from a trusted session.") from None
+                f"weights file, or re-save the state_dict from a trusted session.{newer}") from None
         raise CheckpointError(f"{p}: not a readable torch checkpoint (its bytes are neither a torch zip archive "
                               f"nor a weights pickle); the file is damaged or not a torch file, download it "
                               f"again") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError,
             IndexError, TypeError) as e:
+        if isinstance(e, (AttributeError, TypeError)) and _API_ERROR.search(str(e)):
+            raise _too_old(f"{type(e).__name__}: {_first_line(str(e))}; or {p.name} was saved by a newer torch "
+                           f"than this one") from e
         raise CheckpointError(f"{p}: not a readable torch checkpoint ({type(e).__name__}: {_first_line(str(e))}); "
                               f"the file is damaged, truncated or not a torch file, download it again") from None
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from facesynth.errors import CheckpointError, UnsafeCheckpointError
-from facesynth.safe_load import RestrictedUnpickler, load_state_dict, load_torch, restricted_load
+from facesynth.safe_load import (TORCH_FLOOR, RestrictedUnpickler, TorchVersionError, load_state_dict, load_torch,
+                                 restricted_load)
 
 FORMATS = {"zip": {}, "legacy": {"_use_new_zipfile_serialization": False}}
 
@@ -190,6 +191,111 @@ def test_damaged_messages_say_what(tmp_path):
         load_torch(_damaged(tmp_path, "missing"))
     with pytest.raises(CheckpointError, match="empty"):
         load_torch(_damaged(tmp_path, "empty"))
+
+
+# ------------------------------------------------------------------------------------------------ torch versions
+# A torch older than the floor must never make a good file look damaged ("download it again").
+
+class _Trusted:
+    """A class a caller trusts a checkpoint to need (load_torch's extra_globals)."""
+
+    def __init__(self, value=0):
+        self.value = value
+
+
+def _save_trusted(tmp_path):
+    path = tmp_path / "trusted.pth"
+    torch.save({"w": torch.ones(2), "obj": _Trusted(3)}, path)
+    return path
+
+
+def test_extra_globals_load_for_this_call_only(tmp_path):
+    if not hasattr(torch.serialization, "add_safe_globals"):
+        pytest.skip("torch < 2.4 cannot allow extra globals (a TorchVersionError, tested below)")
+    path = _save_trusted(tmp_path)
+    assert load_torch(path, extra_globals=[_Trusted])["obj"].value == 3
+    with pytest.raises(UnsafeCheckpointError, match="_Trusted"):
+        load_torch(path)                       # not left allowed for later loads
+
+
+def test_extra_globals_on_torch_2_4_use_add_safe_globals_and_restore_the_list(tmp_path, monkeypatch):
+    """torch 2.4 has add_safe_globals but no safe_globals context manager."""
+    ser = torch.serialization
+    if not hasattr(ser, "add_safe_globals"):
+        pytest.skip("this torch has no add_safe_globals")
+    monkeypatch.delattr(ser, "safe_globals", raising=False)
+    path = _save_trusted(tmp_path)
+    before = set(ser.get_safe_globals())           # torch keeps a set: the order is not stable
+    assert load_torch(path, extra_globals=[_Trusted])["obj"].value == 3
+    assert set(ser.get_safe_globals()) == before
+    with pytest.raises(UnsafeCheckpointError):
+        load_torch(path)
+
+
+def test_plain_weights_need_no_safe_globals_api(tmp_path, monkeypatch):
+    """Without extra_globals nothing beyond torch.load(weights_only=True) is used, so older torch reads weights."""
+    for name in ("safe_globals", "add_safe_globals", "get_safe_globals", "clear_safe_globals"):
+        monkeypatch.delattr(torch.serialization, name, raising=False)
+    torch.save(_state_dict(), tmp_path / "sd.pth")
+    _assert_same(load_torch(tmp_path / "sd.pth"), _state_dict())
+
+
+def _assert_version_error(ei):
+    msg = str(ei.value)
+    assert isinstance(ei.value, TorchVersionError) and not isinstance(ei.value, CheckpointError)
+    assert torch.__version__ in msg and f"torch>={TORCH_FLOOR}" in msg
+    assert "damaged" not in msg and "download it again" not in msg
+
+
+def test_missing_safe_globals_api_is_a_version_error_not_a_damaged_file(tmp_path, monkeypatch):
+    for name in ("safe_globals", "add_safe_globals", "get_safe_globals", "clear_safe_globals"):
+        monkeypatch.delattr(torch.serialization, name, raising=False)
+    with pytest.raises(TorchVersionError) as ei:
+        load_torch(_save_trusted(tmp_path), extra_globals=[_Trusted])
+    _assert_version_error(ei)
+
+
+@pytest.mark.parametrize("error", [
+    AttributeError("module 'torch.serialization' has no attribute 'safe_globals'"),
+    AttributeError("module 'torch' has no attribute 'float8_e4m3fn'"),
+    TypeError("load() got an unexpected keyword argument 'weights_only'"),
+])
+def test_torch_api_errors_inside_load_are_version_errors(tmp_path, monkeypatch, error):
+    torch.save(_state_dict(), tmp_path / "sd.pth")
+
+    def old_load(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "load", old_load)
+    with pytest.raises(TorchVersionError) as ei:
+        load_torch(tmp_path / "sd.pth")
+    _assert_version_error(ei)
+
+
+def test_torch_load_without_weights_only_is_a_version_error(tmp_path, monkeypatch):
+    """torch < 1.13: torch.load would unpickle the file unguarded, so it is never called."""
+    torch.save(_state_dict(), tmp_path / "sd.pth")
+    called = []
+
+    def ancient_load(f, map_location=None, pickle_module=pickle):
+        called.append(f)
+
+    monkeypatch.setattr(torch, "load", ancient_load)
+    with pytest.raises(TorchVersionError) as ei:
+        load_torch(tmp_path / "sd.pth")
+    _assert_version_error(ei)
+    assert not called
+
+
+def test_data_errors_inside_load_stay_checkpoint_errors(tmp_path, monkeypatch):
+    torch.save(_state_dict(), tmp_path / "sd.pth")
+
+    def confused_load(*args, **kwargs):
+        raise AttributeError("'int' object has no attribute 'seek'")
+
+    monkeypatch.setattr(torch, "load", confused_load)
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_torch(tmp_path / "sd.pth")
 
 
 # ------------------------------------------------------------------------------------------------ restricted

@@ -72,7 +72,8 @@ def test_train_swap_options_reach_the_learning_rate(facesets, tmp_path, capsys):
 
 def test_train_swap_without_face_sets_for_a_new_workdir_exits_2(tmp_path, capsys):
     assert main(["train-swap", "--workdir", str(tmp_path / "model"), "--iterations", "2", "--device", "cpu"]) == 2
-    assert "needs faces_a and faces_b" in _one_line_error(capsys)
+    error = _one_line_error(capsys)
+    assert "give --faces-a and --faces-b" in error and "faces_a" not in error
 
 
 def test_train_swap_refuses_a_different_network_in_the_same_workdir(trained, capsys):
