@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 
@@ -32,6 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Python argument names (``max_frames``) → this command's flags (``--max-frames``), for the names with an
+    underscore: the library's messages name its arguments, a shell user typed flags."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = {}
+    for action in sub._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long and "_" in action.dest:
+            flags[action.dest] = long[0]
+        for o in long:                    # also the library's name for a flag whose dest differs (--swap-iterations)
+            name = o[2:].replace("-", "_")
+            if "_" in name:
+                flags.setdefault(name, o)
+    return flags
+
+
+def _name_flags(message: str, flags: dict[str, str]) -> str:
+    for name, flag in flags.items():
+        message = re.sub(rf"(?<![\w/.-]){re.escape(name)}(?![\w/])", flag, message)
+    return message
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Warnings as one line for a user: the category and the message, never a source line of facesynth."""
     text = " ".join(str(message).split())
@@ -39,13 +62,14 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:
         return COMMANDS[args.command][1](args)
     except FacesynthError as e:
-        message = " ".join(str(e).split())
+        message = _name_flags(" ".join(str(e).split()), _flags(parser, args.command))
         print(f"facesynth: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
