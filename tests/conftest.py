@@ -26,9 +26,17 @@ def notebook_work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("notebook_work")
 
 
+@pytest.fixture(scope="session")
+def _config_home(tmp_path_factory) -> Path:
+    """One config folder for the session: the local C2PA signer that provenance makes on first use lives there,
+    never in the user's ~/.config."""
+    return tmp_path_factory.mktemp("config")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path_factory):
-    """Offline, with empty weights/torch-hub/cache folders, so tests neither download nor see real weights.
+def _isolated_env(monkeypatch, tmp_path_factory, _config_home):
+    """Offline, with empty weights/torch-hub/cache folders, so tests neither download nor see real weights; the
+    provenance signer in a session config folder, and no user certificate or FACESYNTH_PROVENANCE from outside.
 
     The folders live outside the test's own ``tmp_path`` so that tests listing ``tmp_path`` see only their files.
     """
@@ -40,4 +48,7 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("TORCH_HOME", str(root / "torch_home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(root / "cache"))   # facesynth.weights also looks in ~/.cache/facesynth
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(_config_home))
+    for name in ("FACESYNTH_C2PA_CERT", "FACESYNTH_C2PA_KEY", "FACESYNTH_PROVENANCE"):
+        monkeypatch.delenv(name, raising=False)
     yield root

@@ -85,6 +85,7 @@ def test_train_stylegan_needs_faces_for_a_new_workdir(tmp_path, capsys):
     assert not (tmp_path / "sg").exists()
 
 
+@pytest.mark.slow
 def test_warnings_print_one_line_without_source(tmp_path):
     code = ("import warnings, facesynth.cli as c\n"
             "from facesynth.swap.convert import ConvertWarning\n"
@@ -106,6 +107,7 @@ def faces(samples, tmp_path_factory) -> Path:
     return root / "A"
 
 
+@pytest.mark.slow
 def test_train_stylegan_trains_resumes_from_the_workdir_alone_and_generates(faces, tmp_path, capsys):
     workdir = tmp_path / "sg"
     assert main(["train-stylegan", "--faces", str(faces), "--workdir", str(workdir), "--preset", "quick",

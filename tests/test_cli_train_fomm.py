@@ -35,6 +35,7 @@ def config(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_train_then_resume_with_the_workdir_alone(samples, tmp_path, config, capsys):
     wd = tmp_path / "fomm"
     assert main(["train-fomm", str(samples.talking_head), "--workdir", str(wd), "--config", str(config),
@@ -59,6 +60,7 @@ def test_train_then_resume_with_the_workdir_alone(samples, tmp_path, config, cap
     assert "already at iteration 3 (target 3); nothing to train" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_still_portrait_fine_tunes_an_official_checkpoint(samples, tmp_path, config, capsys):
     portrait = samples.portraits / "astronaut.png"
     wd = tmp_path / "tuned"

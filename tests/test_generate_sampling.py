@@ -109,7 +109,9 @@ def test_generate_cli_other_modes(tmp_path):
     assert main(["generate", *args, "--mode", "video", "--steps", "3", "--space", "w", str(tmp_path / "i.mp4")]) == 0
     assert probe(tmp_path / "i.mp4").frame_count == 7
     assert main(["generate", *args, str(tmp_path / "folder")]) == 0
-    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["seed0000.png", "seed0001.png", "seed0002.png"]
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == [      # each image with its provenance sidecar
+        "seed0000.png", "seed0000.png.provenance.json", "seed0001.png", "seed0001.png.provenance.json",
+        "seed0002.png", "seed0002.png.provenance.json"]
 
 
 def test_generate_cli_refuses_a_hostile_file_with_one_line(tmp_path, capsys):

@@ -140,6 +140,7 @@ def test_a_failing_step_is_recorded_with_its_error_tail(gpu_check, tmp_path):
     assert (tmp_path / "boom.out").read_text() == "working\n"
 
 
+@pytest.mark.slow
 def test_a_step_past_its_limit_is_stopped_with_its_children(gpu_check, tmp_path):
     pid_file = tmp_path / "child.pid"
     code = ("import subprocess, sys, time; "

@@ -50,6 +50,7 @@ def test_without_weights_it_trains_a_stand_in_that_draws_the_training_person(tmp
         assert (out / png).stat().st_size > 2_000, png
     assert probe(out / "interpolation_z.mp4").frame_count == 3 * 12 + 1
     assert "<video" in html and "base64" in html
+    assert "interpolation_z.mp4: INTACT" in text and "weights: none" in text    # signed; G was trained in memory
     assert "pixel loss only" in text                         # no VGG16 weights in the test environment: said plainly
     evaluation = json.loads((out / "evaluation_generate.json").read_text())
     assert evaluation["n_generated"] == 16 and evaluation["n_real"] == 118 and evaluation["fid"] is None
@@ -68,5 +69,6 @@ def test_with_a_released_pickle_it_uses_it(tmp_path, monkeypatch):
     out = tmp_path / "nb03w"
     _, text, _ = _run(tmp_path, monkeypatch, OUT=str(out), PKL=str(PKL))
     assert "released weights r32.pkl; 32x32, 8 style inputs" in text
+    assert "interpolation_z.mp4: INTACT" in text and "weights: r32.pkl (sha256" in text     # the provenance cell
     assert not (out / "model").exists() and (out / "gallery.png").is_file()
     assert json.loads((out / "evaluation_generate.json").read_text())["n_generated"] == 16

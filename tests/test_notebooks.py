@@ -72,6 +72,8 @@ def test_face_swap_notebook_trains_prunes_converts_and_swaps_the_identity(tmp_pa
     assert [r["iteration"] for r in log if r.get("event") == "data_changed"] == [2251]
     video = probe(out / "swap_a2b.mp4")
     assert (video.width, video.height) == (176, 144) and video.frame_count == 120
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "swap_a2b.mp4: INTACT" in text and "weights: checkpoint.pt (sha256" in text      # the provenance cell
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "<video" in html and "base64" in html           # the converted video is embedded
     assert html.count("facesynth-evaluation") == 2         # the evaluation table before and after pruning
@@ -135,6 +137,7 @@ def test_reenactment_notebook_trains_a_stand_in_that_beats_copying_the_source(tm
     assert "wav2lip_gan.pth is not in weights/" in text and not (out / "talking_portrait.mp4").exists()
     assert "the plan: 56 output frames at 29.97 fps" in text                  # 2 s of sound, one frame per window
     assert "lip-sync evaluation skipped" in text
+    assert "reenacted.mp4: INTACT" in text and "weights: quick-64-portrait-cpk.pth.tar (sha256" in text   # provenance
     results = json.loads((out / "results.json").read_text())        # what notebook 04 reads
     assert results["reconstruction_l1"] == pytest.approx(l1, abs=1e-4) and results["talking"] is None
     assert Path(results["result"]) == out / "reenacted_full.mp4" and Path(results["fomm_workdir"]) == out / "fomm"

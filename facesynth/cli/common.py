@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
 
-__all__ = ["positive_float", "gallery", "loss_summary", "cleanup_new_folder", "check_suffix"]
+__all__ = ["positive_float", "gallery", "loss_summary", "cleanup_new_folder", "check_suffix", "add_provenance_flag",
+           "provenance_arg", "provenance_note"]
 
 
 def positive_float(text: str) -> float:
@@ -60,3 +62,30 @@ def check_suffix(path: str | os.PathLike, allowed, flag: str, what: str) -> None
     if suffix not in allowed:
         names = " or ".join(s if s else "a folder (no extension)" for s in sorted(allowed))
         raise ConfigError(f"{flag} {path}: {what} must be {names}, not {suffix or 'a folder'!r}")
+
+
+def add_provenance_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-provenance", action="store_true",
+                   help="write a plain result: no C2PA manifest, watermark or sidecar (also FACESYNTH_PROVENANCE=0)")
+
+
+def provenance_arg(args) -> bool | None:
+    """The library's ``provenance`` argument: False for ``--no-provenance``, else None (on unless the environment
+    says FACESYNTH_PROVENANCE=0)."""
+    return False if args.no_provenance else None
+
+
+def provenance_note(*paths: str | os.PathLike) -> str:
+    """One short line on what the written results carry, read from their sidecars."""
+    from facesynth.provenance import sidecar_path
+
+    sides = [sidecar_path(p) for p in paths]
+    if not all(s.is_file() for s in sides):
+        return "provenance: off (no manifest, watermark or sidecar)"
+    records = [json.loads(s.read_text()) for s in sides]
+    manifest = "signed C2PA manifest" if all(r["manifest"] == "embedded" for r in records) else "no C2PA manifest"
+    marked = sum(bool(r["watermark"]["embedded"]) for r in records)
+    watermark = "watermark" if marked == len(records) else "no watermark" if not marked else \
+        f"watermark on {marked} of {len(records)}"
+    where = sides[0] if len(sides) == 1 else f"{len(sides)} sidecars (<file>.provenance.json)"
+    return f"provenance: {manifest}, {watermark}, hash chain → {where}"

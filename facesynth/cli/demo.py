@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facesynth.cli.common import gallery, loss_summary
+from facesynth.cli.common import add_provenance_flag, gallery, loss_summary, provenance_arg, provenance_note
 
 DEMO_ITERATIONS = 3000     # quick preset, one photo for B: the measured recipe (README, issue 11)
 
@@ -19,6 +19,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--swap-iterations", type=int, default=DEMO_ITERATIONS,
                    help=f"quick-preset iterations (default {DEMO_ITERATIONS}; the worst 10 %% of A's faces by loss "
                         "are pruned at three quarters); 0 skips the face swap")
+    add_provenance_flag(p)
 
 
 def _run_demo(args) -> int:
@@ -41,13 +42,14 @@ def _run_demo(args) -> int:
         summary[name] = {"faces": len(fs), "frames_read": s["frames_read"], "detector": s["detector"],
                          "faceset": str(fs.root), "gallery": str(gallery_png), "source": str(source)}
     if args.swap_iterations > 0:
-        summary["swap"] = _demo_swap(out, samples.talking_head, args.swap_iterations, args.detector)
+        summary["swap"] = _demo_swap(out, samples.talking_head, args.swap_iterations, args.detector,
+                                     provenance_arg(args))
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     print(f"summary → {out / 'demo.json'}")
     return 0
 
 
-def _demo_swap(out: Path, video: Path, iterations: int, detector: str) -> dict:
+def _demo_swap(out: Path, video: Path, iterations: int, detector: str, provenance: bool | None) -> dict:
     """Quick preset on A/B, prune A's worst 10 % by loss at 3/4 (the study's finding), convert A → B, evaluate."""
     import shutil
     import time
@@ -57,6 +59,7 @@ def _demo_swap(out: Path, video: Path, iterations: int, detector: str) -> dict:
     from facesynth.evaluate import evaluate_swap, format_table, write_report
     from facesynth.evaluate.report import SUMMARY_KEYS
     from facesynth.notebook import LivePlot, before_after, swap_preview
+    from facesynth.provenance import sidecar_path
     from facesynth.swap import SwapTrainer, convert_video, prune
     from facesynth.swap.train import CONFIG_FILE
 
@@ -79,7 +82,9 @@ def _demo_swap(out: Path, video: Path, iterations: int, detector: str) -> dict:
     plt.close(fig)
     print(f"swap: trained on to {iterations} in {train_s:.0f} s; {loss_summary(workdir)}; loss plot → {plot.path}; "
           f"labelled preview → {out / 'preview.png'}")
-    video_out = convert_video(video, out / "swap_a2b.mp4", workdir, "a2b", detector=detector, progress=False)
+    video_out = convert_video(video, out / "swap_a2b.mp4", workdir, "a2b", detector=detector, progress=False,
+                              provenance=provenance)
+    print(f"swap: {video_out}; {provenance_note(video_out)}")
     plt.close(before_after(video, video_out, n=5, title="the talking head (A) with the astronaut's face (B)",
                            path=out / "before_after.png"))
     scores = evaluate_swap(video, video_out, out / "B", progress=False)
@@ -88,6 +93,7 @@ def _demo_swap(out: Path, video: Path, iterations: int, detector: str) -> dict:
     return {"workdir": str(workdir), "iterations": iterations, "train_seconds": round(train_s, 1),
             "pruned_a": pruned, "loss_plot": str(plot.path), "preview": str(out / "preview.png"),
             "before_after": str(out / "before_after.png"), "video": str(video_out),
+            "provenance": str(sidecar_path(video_out)) if sidecar_path(video_out).is_file() else None,
             "evaluation": {k: scores[k] for k in SUMMARY_KEYS["swap"]},
             "evaluation_file": str(out / "evaluation_swap.json")}
 

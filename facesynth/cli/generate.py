@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facesynth.cli.common import check_suffix, cleanup_new_folder, positive_float
+from facesynth.cli.common import (add_provenance_flag, check_suffix, cleanup_new_folder, positive_float,
+                                  provenance_arg, provenance_note)
 
 
 def _add_generate(sub) -> None:
@@ -31,13 +32,15 @@ def _add_generate(sub) -> None:
     p.add_argument("--cols", type=int, default=None, help="grid columns (default: square)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
+    add_provenance_flag(p)
 
 
 def _run_generate(args) -> int:
     from facesynth.generate import load_stylegan
     from facesynth.generate import sampling as S
     from facesynth.gpu import pick_device
-    from facesynth.media import IMAGE_EXTS, MP4_EXTS, write_image
+    from facesynth.media import IMAGE_EXTS, MP4_EXTS
+    from facesynth.provenance import write_image
 
     out = Path(args.output)
     if args.mode == "video":
@@ -52,28 +55,40 @@ def _run_generate(args) -> int:
     note = f"{G.resolution}x{G.resolution}, psi {args.trunc:g}, cutoff {args.cutoff}, noise {args.noise_mode}"
     if args.mode == "video":
         S.write_interpolation_video(G, out, seeds, steps=args.steps, space=args.space, fps=args.fps,
-                                    truncation_psi=args.trunc, truncation_cutoff=args.cutoff, noise_mode=args.noise_mode)
+                                    truncation_psi=args.trunc, truncation_cutoff=args.cutoff,
+                                    noise_mode=args.noise_mode, provenance=provenance_arg(args))
         print(f"interpolation ({'slerp Z' if args.space == 'z' else 'lerp W'}) through seeds {args.seeds} → {out} ({note})")
+        print(provenance_note(out))
         return 0
-    cols = args.cols
+    cols, recorded = args.cols, {}
     if args.mode == "images":
         images = S.generate_images(G, seeds, args.trunc, args.cutoff, args.noise_mode, args.batch_size)
         if out.suffix == "":
-            for seed, img in zip(seeds, images):
-                write_image(out / f"seed{seed:04d}.png", S.to_unit(img))
+            prov = S.generation_provenance(G, provenance_arg(args), mode="images", truncation_psi=args.trunc,
+                                           truncation_cutoff=args.cutoff, noise_mode=args.noise_mode)
+            files = [out / f"seed{seed:04d}.png" for seed in seeds]
+            for path, seed, img in zip(files, seeds, images):
+                write_image(path, S.to_unit(img), prov and prov.with_parameters(seeds=[seed]))
             print(f"{len(seeds)} images → {out}/ ({note})")
+            print(provenance_note(*files))
             return 0
     elif args.mode == "truncation":
         psis = (1.0, 0.7, 0.5, 0.0, -0.5, -1.0)
         images, cols = S.truncation_sweep(G, seeds, psis, args.cutoff, args.noise_mode), len(psis)
+        recorded = {"truncation_psi": list(psis)}
     elif args.mode == "mixing":
         dst = S.parse_seeds(args.dst_seeds)
         images = S.style_mixing_grid(G, seeds, dst, args.styles, args.trunc, args.noise_mode)
         cols = len(seeds) + 1
+        recorded = {"dst_seeds": dst, "styles": args.styles}
     else:
         images, _ = S.noise_variation(G, seeds[0], n=8, truncation_psi=args.trunc, truncation_cutoff=args.cutoff)
-    write_image(out, S.to_unit(S.image_grid(images, cols)))
+        seeds, recorded = seeds[:1], {"noise_mode": "random", "noise_seed": 0, "n": 8}
+    prov = S.generation_provenance(G, provenance_arg(args), mode=args.mode, seeds=seeds, **{
+        "truncation_psi": args.trunc, "truncation_cutoff": args.cutoff, "noise_mode": args.noise_mode, **recorded})
+    write_image(out, S.to_unit(S.image_grid(images, cols)), prov)
     print(f"{args.mode}: {len(images)} images → {out} ({note})")
+    print(provenance_note(out))
     return 0
 
 
@@ -94,6 +109,7 @@ def _add_project(sub) -> None:
                    help="generated faces to mix with: each row shows the face, it with the projection's coarse "
                         "styles, and it with the projection's fine styles")
     p.add_argument("--device", default="auto")
+    add_provenance_flag(p)
 
 
 def _run_project(args) -> int:
@@ -103,7 +119,8 @@ def _run_project(args) -> int:
     from facesynth.generate import sampling as S
     from facesynth.generate.project import project, project_face
     from facesynth.gpu import pick_device
-    from facesynth.media import read_image, write_image
+    from facesynth.media import read_image
+    from facesynth.provenance import write_image
     from facesynth.training import atomic_torch_save
 
     G = load_stylegan(args.pkl, device=pick_device(args.device))
@@ -115,8 +132,14 @@ def _run_project(args) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(res.w.cpu(), out / "w.pt")
-    write_image(out / "projected.png", S.to_unit(res.image[0]).cpu())
-    write_image(out / "compare.png", S.to_unit(S.image_grid(torch.cat([res.target, res.image]).cpu(), cols=2)))
+    # the generator's drawing of the photo's face: made (c2pa.created) from that photo, not an edit of it
+    prov = S.generation_provenance(G, provenance_arg(args), inputs=[args.target], mode="projection",
+                                   steps=args.steps, w_plus=args.wplus, lr=args.lr, align=not args.no_align,
+                                   detector=None if args.no_align else args.detector, perceptual=res.perceptual)
+    files = [out / "projected.png", out / "compare.png"]
+    write_image(files[0], S.to_unit(res.image[0]).cpu(), prov)
+    write_image(files[1], S.to_unit(S.image_grid(torch.cat([res.target, res.image]).cpu(), cols=2)),
+                prov and prov.with_parameters(layout="target | projection"))
     if args.mix_seeds:
         seeds = S.parse_seeds(args.mix_seeds)
         w_gen = G.mapping(S.seed_latents(seeds, G.z_dim).to(res.w.device))
@@ -124,10 +147,13 @@ def _run_project(args) -> int:
         for j in range(len(seeds)):
             cells += [G.synthesis(w_gen[j:j + 1]).cpu(), S.style_mixing(G, res.w, w_gen[j:j + 1], "coarse"),
                       S.style_mixing(G, res.w, w_gen[j:j + 1], "fine" if G.num_layers > 8 else range(4, G.num_layers))]
-        write_image(out / "mixing.png", S.to_unit(S.image_grid(torch.cat(cells), cols=3)))
+        files.append(out / "mixing.png")
+        write_image(files[2], S.to_unit(S.image_grid(torch.cat(cells), cols=3)),
+                    prov and prov.with_parameters(mix_seeds=seeds, layout="generated | coarse | fine"))
     space = "W+" if args.wplus else "W"
     print(f"projected into {space} in {args.steps} steps (pixel loss {res.pixel_losses[-1]:.4f}"
           f"{', with VGG16 perceptual loss' if res.perceptual else ', pixel loss only'}) → {out}")
+    print(provenance_note(*files))
     return 0
 
 

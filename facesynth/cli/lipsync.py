@@ -1,7 +1,7 @@
 """``facesynth lipsync`` (Wav2Lip) and ``talking-portrait`` (FOMM, then Wav2Lip)."""
 from __future__ import annotations
 
-from facesynth.cli.common import check_suffix, positive_float
+from facesynth.cli.common import add_provenance_flag, check_suffix, positive_float, provenance_arg, provenance_note
 
 
 def _add_lipsync(sub) -> None:
@@ -25,19 +25,19 @@ def _add_lipsync(sub) -> None:
                    help="feather the pasted box's border over this fraction of its side (0 = official hard paste)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster where supported, not bit-equal)")
     p.add_argument("--device", default="auto")
+    add_provenance_flag(p)
 
 
 def _run_lipsync(args) -> int:
-    from facesynth.lipsync import iter_lipsync, plan_lipsync
-    from facesynth.media import VideoWriter
+    from facesynth.lipsync import plan_lipsync, write_lipsync
 
     plan = plan_lipsync(args.face, args.audio, fps=args.fps, detector=args.detector, pads=args.pads,
                         smooth=not args.nosmooth, box=args.box, device=args.device)
-    with VideoWriter(args.output, plan.fps, audio=args.audio) as writer:
-        for frame in iter_lipsync(plan, args.checkpoint, batch_size=args.batch_size, blend=args.blend,
-                                  device=args.device, precision="bf16" if args.bf16 else "fp32"):
-            writer.write(frame)
-    print(f"{plan.num_frames} frames at {plan.fps:g} fps → {args.output} (with the sound of {args.audio})")
+    out = write_lipsync(plan, args.output, args.checkpoint, provenance=provenance_arg(args),
+                        batch_size=args.batch_size, blend=args.blend, device=args.device,
+                        precision="bf16" if args.bf16 else "fp32")
+    print(f"{plan.num_frames} frames at {plan.fps:g} fps → {out} (with the sound of {args.audio})")
+    print(provenance_note(out))
     return 0
 
 
@@ -71,6 +71,7 @@ def _add_talking_portrait(sub) -> None:
                    help="feather Wav2Lip's pasted box over this fraction of its side (0 = official hard paste)")
     p.add_argument("--bf16", action="store_true", help="Wav2Lip in bfloat16 autocast (faster where supported)")
     p.add_argument("--device", default="auto")
+    add_provenance_flag(p)
 
 
 def _run_talking_portrait(args) -> int:
@@ -83,10 +84,12 @@ def _run_talking_portrait(args) -> int:
                            detector=args.detector, relative=not args.absolute,
                            adapt_movement_scale=not args.no_adapt_scale, paste_back=args.paste_back,
                            face_box=args.face_box, max_frames=args.max_frames, device=args.device,
-                           batch_size=args.batch_size, blend=args.blend, precision="bf16" if args.bf16 else "fp32")
+                           batch_size=args.batch_size, blend=args.blend, precision="bf16" if args.bf16 else "fp32",
+                           provenance=provenance_arg(args))
     info = probe(out)
     print(f"{info.duration:.1f} s at {info.fps:g} fps, {info.width}x{info.height} → {out} (sound of "
           f"{args.audio or args.driving})")
+    print(provenance_note(out))
     return 0
 
 

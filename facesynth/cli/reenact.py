@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facesynth.cli.common import cleanup_new_folder, positive_float
+from facesynth.cli.common import (add_provenance_flag, cleanup_new_folder, positive_float, provenance_arg,
+                                  provenance_note)
 
 
 def _add_reenact(sub) -> None:
@@ -28,6 +29,7 @@ def _add_reenact(sub) -> None:
                    help="auto: mixed on GPU, fp32 on CPU (the official numbers); mixed on a CPU runs the generator "
                         "in bf16, about twice as fast on CPUs with bf16 instructions, ~1e-3 from fp32")
     p.add_argument("--device", default="auto")
+    add_provenance_flag(p)
 
 
 def _run_reenact(args) -> int:
@@ -37,11 +39,13 @@ def _run_reenact(args) -> int:
     result = reenact(model, args.source, args.driving, args.output, size=args.size, relative=args.relative,
                      adapt_movement_scale=args.adapt_scale, best_frame=args.best_frame, paste=args.paste_back,
                      detector=args.detector, keep=0,
-                     autocast={"auto": None, "fp32": False, "mixed": True}[args.precision])
+                     autocast={"auto": None, "fp32": False, "mixed": True}[args.precision],
+                     provenance=provenance_arg(args))
     clip = result.clip
     start = "" if result.best_frame is None else f", from driving frame {result.best_frame}"
     print(f"{result.frames} frames → {args.output} ({'relative' if args.relative else 'absolute'} motion{start}, "
           f"driving crop {clip.box}, fps {clip.fps:g}{', with audio' if clip.has_audio else ''})")
+    print(provenance_note(result.video))
     return 0
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facesynth.cli.common import cleanup_new_folder, loss_summary, positive_float
+from facesynth.cli.common import (add_provenance_flag, cleanup_new_folder, loss_summary, positive_float,
+                                  provenance_arg, provenance_note)
 
 
 def _add_train_swap(sub) -> None:
@@ -121,6 +122,7 @@ def _add_convert(sub) -> None:
     p.add_argument("--sharpen", type=float, default=0.0, help="unsharp-mask amount on the painted face (0 = off)")
     p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    add_provenance_flag(p)
 
 
 def _run_convert(args) -> int:
@@ -129,8 +131,10 @@ def _run_convert(args) -> int:
 
     convert = convert_image if is_image(args.input) else convert_video
     out = convert(args.input, args.output, args.model, args.direction, detector=args.detector,
-                  color_transfer=args.color_transfer, blend=args.blend, sharpen=args.sharpen, device=args.device)
+                  color_transfer=args.color_transfer, blend=args.blend, sharpen=args.sharpen, device=args.device,
+                  provenance=provenance_arg(args))
     print(f"{args.input} → {out} ({args.direction}, colour {args.color_transfer}, blend {args.blend})")
+    print(provenance_note(out))
     return 0
 
 

@@ -67,6 +67,7 @@ def load_stylegan(path: str | os.PathLike, device: str | torch.device = "cpu", n
         UnsafeCheckpointError: the file references a global a weights file never needs; nothing was executed.
         CheckpointError: damaged, not a StyleGAN v1 generator, or inconsistent variables.
     """
+    from facesynth.provenance.record import remember_weights
     from facesynth.weights import resolve
 
     p = resolve(path)
@@ -74,7 +75,7 @@ def load_stylegan(path: str | os.PathLike, device: str | torch.device = "cpu", n
         G = _load_own(p)
     else:
         G = convert_tf_generator(read_tf_pickle(p, network), source=str(p))
-    return G.to(device).eval().requires_grad_(False)
+    return remember_weights(G.to(device).eval().requires_grad_(False), p)   # results name the file they came from
 
 
 def save_stylegan(G: StyleGAN, path: str | os.PathLike) -> Path:

@@ -3,7 +3,9 @@ interpolation videos (slerp in Z, lerp in W) and noise variation.
 
 Images come out as the generator makes them, float [N, 3, H, W] in about [-1, 1]; ``to_unit`` maps them to
 [0, 1] for ``facesynth.media`` (which writes files and videos). Latents for a seed are drawn as the official
-scripts draw them: ``np.random.RandomState(seed).randn(z_dim)``.
+scripts draw them: ``np.random.RandomState(seed).randn(z_dim)``. ``write_interpolation_video`` writes its video with
+provenance (``generation_provenance``: ``c2pa.created``, the weights' SHA-256, seeds and truncation) unless
+``provenance=False``.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from facesynth.generate.model import StyleGAN
 
 __all__ = ["parse_seeds", "seed_latents", "generate_images", "to_unit", "image_grid", "truncation_sweep",
            "style_mixing", "style_mixing_grid", "slerp", "interpolation_frames", "write_interpolation_video",
-           "noise_variation", "MIXING_ROWS"]
+           "noise_variation", "generation_provenance", "MIXING_ROWS"]
 
 # rows of W that the paper's Fig. 3 swaps: coarse (4²-8²), middle (16²-32²), fine (64² and up)
 MIXING_ROWS = {"coarse": range(0, 4), "middle": range(4, 8), "fine": range(8, 18)}
@@ -185,12 +187,37 @@ def interpolation_frames(G: StyleGAN, seeds: Sequence[int] | str, steps: int = 3
 
 
 def write_interpolation_video(G: StyleGAN, path: str | os.PathLike, seeds: Sequence[int] | str, steps: int = 30,
-                              space: str = "z", fps: float = 30, **options) -> Path:
-    """An MP4 of ``interpolation_frames`` (options: truncation_psi, truncation_cutoff, noise_mode, loop)."""
-    from facesynth.media import write_video
+                              space: str = "z", fps: float = 30, truncation_psi: float | None = 0.7,
+                              truncation_cutoff: int | None = 8, noise_mode: str = "const", loop: bool = False,
+                              provenance: bool | None = None) -> Path:
+    """An MP4 of ``interpolation_frames`` (its options as there).
 
-    frames = (to_unit(f) for f in interpolation_frames(G, seeds, steps, space, **options))
-    return write_video(path, frames, fps)
+    ``provenance``: sign a C2PA manifest into it (``c2pa.created``, ``G``'s weights file by SHA-256, the seeds and
+    options), mark its frames and write ``<path>.provenance.json``; on by default (None: unless
+    ``$FACESYNTH_PROVENANCE=0``), False for a plain video.
+    """
+    from facesynth.provenance import VideoWriter
+
+    options = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, loop=loop)
+    prov = generation_provenance(G, provenance, mode="interpolation", seeds=parse_seeds(seeds), steps=steps,
+                                 space=space, fps=fps, **options)
+    with VideoWriter(path, fps, provenance=prov) as writer:
+        for frame in interpolation_frames(G, seeds, steps, space, **options):
+            writer.write(to_unit(frame))
+    return Path(path)
+
+
+def generation_provenance(G: StyleGAN, provenance: bool | None = None, inputs: Sequence[str | os.PathLike] = (),
+                          **parameters):
+    """The record of images or videos drawn from ``G`` (``c2pa.created``; a projection names its target photo in
+    ``inputs``), or None when ``provenance`` is off (False, or None with ``$FACESYNTH_PROVENANCE=0``)."""
+    from facesynth import provenance as pv
+
+    if not pv.enabled(provenance):
+        return None
+    weights, noted = pv.model_weights(G)
+    return pv.Provenance("generate", inputs=inputs, weights=weights,
+                         parameters={"resolution": G.resolution, **parameters, **noted})
 
 
 @torch.no_grad()

@@ -85,6 +85,10 @@ def load_official(checkpoint: str | os.PathLike | Mapping[str, Any], kind: str,
                      "Use the official file for this network (wav2lip.pth / wav2lip_gan.pth for the generator, "
                      "lipsync_expert.pth for SyncNet, visual_quality_disc.pth for the discriminator)")
     model.load_state_dict(state, strict=True)
+    if not isinstance(checkpoint, Mapping):
+        from facesynth.provenance.record import remember_weights
+
+        remember_weights(model, source)          # results name the file they came from
     return model.to(pick_device(device)).eval()
 
 

@@ -16,15 +16,17 @@ of the bundled S3FD; the video is read twice, streamed (a detection pass that ke
 synthesis pass, re-opening the file each time it loops), and so is the sound (once to count its mel frames,
 then into mel windows as the frames need them), so memory does not grow with the video's or the sound's length; the
 network runs with BatchNorm folded into the convs and channels-last tensors, at a smaller batch than the
-official 128 (faster on CPU); the sound is muxed by ``facesynth.media.VideoWriter`` (H.264 + AAC).
+official 128 (faster on CPU); the sound is muxed by ``facesynth.media.VideoWriter`` (H.264 + AAC), through
+``facesynth.provenance.VideoWriter``, which also signs a C2PA manifest into the result (``c2pa.edited`` for a face
+video, ``c2pa.created`` for a still) unless ``provenance=False``.
 """
 from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,8 +35,11 @@ from facesynth.errors import ConfigError, MediaError, NoFaceError
 from facesynth.lipsync.audio import HOP, MelWindows, chunk_starts, count_mel_frames
 from facesynth.lipsync.model import Wav2Lip, fuse_batchnorm
 
-__all__ = ["lipsync", "iter_lipsync", "LipsyncPlan", "plan_lipsync", "pad_box", "smooth_boxes", "face_batch",
-           "paste_prediction", "InferenceWav2Lip", "DEFAULT_PADS", "FACE_SIZE"]
+if TYPE_CHECKING:
+    from facesynth.provenance import Provenance
+
+__all__ = ["lipsync", "write_lipsync", "iter_lipsync", "LipsyncPlan", "plan_lipsync", "pad_box", "smooth_boxes",
+           "face_batch", "paste_prediction", "InferenceWav2Lip", "DEFAULT_PADS", "FACE_SIZE"]
 
 DEFAULT_PADS = (0, 10, 0, 0)   # official --pads: top, bottom, left, right (more chin)
 FACE_SIZE = 96
@@ -56,6 +61,7 @@ class LipsyncPlan:
     starts: np.ndarray       # (n_out,) int64: first mel frame of each output frame's window
     coords: np.ndarray       # (n_frames, 4) int64
     frame_size: tuple[int, int]   # (width, height)
+    settings: dict = field(default_factory=dict)   # detector, pads, smooth, box as asked (for provenance)
 
     @property
     def num_frames(self) -> int:
@@ -64,7 +70,8 @@ class LipsyncPlan:
 
 
 def lipsync(face: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike,
-            checkpoint: str | os.PathLike | Wav2Lip = "wav2lip-gan", fps: float = 25.0, **options) -> Path:
+            checkpoint: str | os.PathLike | Wav2Lip = "wav2lip-gan", fps: float = 25.0,
+            provenance: bool | Provenance | None = None, **options) -> Path:
     """Make the face in ``face`` speak ``audio``; write an MP4 with the sound to ``out``.
 
     Args:
@@ -74,6 +81,10 @@ def lipsync(face: str | os.PathLike, audio: str | os.PathLike, out: str | os.Pat
         checkpoint: an official Wav2Lip checkpoint path or registry name (``"wav2lip"``, ``"wav2lip-gan"``), or
             a loaded network (``load_wav2lip``, ``random_wav2lip``).
         fps: the output rate for a still image (official default 25); a video keeps its own rate.
+        provenance: sign a C2PA manifest into ``out`` (``c2pa.edited`` of a face video, ``c2pa.created`` from a
+            still; the face's, the sound's and the checkpoint's SHA-256; the settings), mark its frames and write
+            ``<out>.provenance.json``. On by default (None: unless ``$FACESYNTH_PROVENANCE=0``); False for a plain
+            file; or a ``facesynth.provenance.Provenance`` to sign instead of lipsync's own (``talking_portrait``).
         options: see ``iter_lipsync`` (``detector``, ``pads``, ``smooth``, ``box``, ``batch_size``, ``blend``,
             ``device``, ``precision``, ``progress``).
 
@@ -88,13 +99,37 @@ def lipsync(face: str | os.PathLike, audio: str | os.PathLike, out: str | os.Pat
     Example:
         >>> lipsync("portrait.png", "speech.wav", "talking.mp4", checkpoint="wav2lip_gan.pth")  # doctest: +SKIP
     """
-    from facesynth.media import VideoWriter
-
     plan = plan_lipsync(face, audio, fps=fps, **_plan_options(options))
-    with VideoWriter(out, plan.fps, audio=audio) as writer:
-        for frame in iter_lipsync(plan, checkpoint, **_run_options(options)):
+    return write_lipsync(plan, out, checkpoint, provenance=provenance, **_run_options(options))
+
+
+def write_lipsync(plan: LipsyncPlan, out: str | os.PathLike, checkpoint: str | os.PathLike | Wav2Lip = "wav2lip-gan",
+                  provenance: bool | Provenance | None = None, **options) -> Path:
+    """Write the frames of ``iter_lipsync(plan, checkpoint, **options)`` to the MP4 ``out`` with the plan's sound;
+    ``provenance`` as ``lipsync``."""
+    from facesynth import provenance as pv
+
+    if not isinstance(provenance, pv.Provenance):
+        provenance = _provenance(plan, checkpoint, options) if pv.enabled(provenance) else None
+    with pv.VideoWriter(out, plan.fps, audio=plan.audio if isinstance(plan.audio, Path) else None,
+                        provenance=provenance) as writer:
+        for frame in iter_lipsync(plan, checkpoint, **options):
             writer.write(frame)
     return Path(out)
+
+
+def _provenance(plan: LipsyncPlan, checkpoint, options: dict) -> Provenance:
+    """The record of a lip sync: an edit of a face video; a new video made from a still."""
+    from facesynth import provenance as pv
+
+    weights, noted = pv.model_weights(checkpoint)
+    sound = [plan.audio] if isinstance(plan.audio, Path) else []
+    parameters = {"fps": plan.fps, "still": plan.still, "frames": plan.num_frames, **plan.settings,
+                  "blend": options.get("blend", 0.0), "precision": options.get("precision", "fp32"), **noted}
+    if not sound:
+        parameters["audio"] = "samples passed in memory"
+    return pv.Provenance("lipsync", inputs=[plan.face, *sound], weights=weights, parameters=parameters,
+                         edited=not plan.still)
 
 
 def plan_lipsync(face: str | os.PathLike, audio: str | os.PathLike | np.ndarray, fps: float = 25.0,
@@ -144,7 +179,9 @@ def plan_lipsync(face: str | os.PathLike, audio: str | os.PathLike | np.ndarray,
         if smooth:
             boxes = smooth_boxes(boxes)
         coords = boxes[:, [1, 3, 0, 2]]
-    return LipsyncPlan(path, still, float(fps), audio, num_mel, starts, coords, (width, height))
+    settings = {"detector": getattr(detector, "name", detector), "pads": pads, "smooth": smooth,
+                "box": None if box is None else [int(v) for v in box]}
+    return LipsyncPlan(path, still, float(fps), audio, num_mel, starts, coords, (width, height), settings)
 
 
 def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "wav2lip-gan", batch_size: int = 16,

@@ -6,6 +6,9 @@ The FOMM animation is streamed into a temporary video at the driving video's rat
 when the sound is longer. The mouth box comes from a detector on the animated frames (``face_box="detect"``), or,
 for animations a detector may not trust (random demo weights, stylised portraits), from the portrait's own face
 landmarks (``face_box="source"``): the FOMM crop keeps the head in place, so that box stays on the face.
+
+Only the final video carries provenance (``c2pa.created`` from the portrait, the driving video and the sound, with
+both checkpoints); the temporary animation gets none.
 """
 from __future__ import annotations
 
@@ -17,8 +20,11 @@ import numpy as np
 
 from facesynth.errors import ConfigError
 from facesynth.lipsync.pipeline import DEFAULT_PADS, lipsync, pad_box
+from facesynth.provenance import Provenance, enabled, model_weights
 
 __all__ = ["talking_portrait", "portrait_face_box"]
+
+_RECORDED = ("pads", "smooth", "blend", "precision")     # the lip-sync options that change the result
 
 
 def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLike,
@@ -26,7 +32,7 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
                      fomm="fomm-vox", wav2lip="wav2lip-gan", config="vox-256", size: int = 256,
                      detector="auto", relative: bool = True, adapt_movement_scale: bool = True,
                      paste_back: bool = False, face_box: str = "detect", max_frames: int | None = None,
-                     device: str = "auto", **lipsync_options) -> Path:
+                     device: str = "auto", provenance: bool | None = None, **lipsync_options) -> Path:
     """Animate ``portrait`` with the head motion of ``driving_video``, then make its lips follow ``audio``.
 
     Args:
@@ -42,6 +48,9 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
         paste_back: paste the animated square back into the full portrait before lip sync.
         face_box: ``"detect"`` (a detector on every animated frame) or ``"source"`` (the portrait's face box).
         max_frames: animate only the first frames of the driving video (quick runs); the animation loops.
+        provenance: sign a C2PA manifest into ``out`` (the portrait's, driving video's, sound's and both
+            checkpoints' SHA-256, these settings), mark its frames and write ``<out>.provenance.json``; on by default
+            (None: unless ``$FACESYNTH_PROVENANCE=0``), False for a plain file.
         lipsync_options: passed to ``lipsync`` (``batch_size``, ``blend``, ``pads``, ``precision``…).
 
     Returns:
@@ -89,10 +98,25 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
         if face_box == "source":
             box = portrait_face_box(crop, full.shape[:2] if full is not None else (size, size), paste_back,
                               lipsync_options.pop("pads", DEFAULT_PADS))
+        prov = _provenance(provenance, portrait, driving_video, audio, (model, wav2lip), size=size,
+                           relative=relative, adapt_movement_scale=adapt_movement_scale, paste_back=paste_back,
+                           face_box=face_box, box=box, max_frames=max_frames, detector=detector_name,
+                           fomm_config=Path(model.config.name).name if model.config.name else None,
+                           **{k: v for k, v in lipsync_options.items() if k in _RECORDED})
         return lipsync(tmp, audio, out, checkpoint=wav2lip, box=box, detector=detector, device=device,
-                       **lipsync_options)
+                       provenance=prov, **lipsync_options)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _provenance(provenance: bool | None, portrait, driving_video, audio, models, **parameters) -> Provenance | bool:
+    """The record of a talking portrait (a new video made from a still: ``c2pa.created``), or False when off."""
+    if not enabled(provenance):
+        return False
+    weights, noted = model_weights(*models)
+    sound = [] if Path(audio) == Path(driving_video) else [audio]
+    return Provenance("talking-portrait", inputs=[portrait, driving_video, *sound], weights=weights,
+                      parameters={**parameters, **noted})
 
 
 def portrait_face_box(crop, frame_hw: tuple[int, int], in_portrait: bool, pads=DEFAULT_PADS) -> tuple[int, int, int, int]:

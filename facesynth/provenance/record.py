@@ -12,9 +12,10 @@ from typing import Any, Mapping, Sequence
 from facesynth.provenance.chain import SEGMENT_FRAMES
 from facesynth.provenance.errors import ProvenanceError
 
-__all__ = ["Provenance", "enabled", "ENV"]
+__all__ = ["Provenance", "enabled", "ENV", "remember_weights", "model_weights"]
 
 ENV = "FACESYNTH_PROVENANCE"
+WEIGHTS_ATTR = "weights_path"      # where loaders note the file a model was read from
 
 
 def enabled(provenance: bool | None = None) -> bool:
@@ -61,11 +62,48 @@ class Provenance:
                            "weights": [describe_file(p) for p in self.weights]}
         return self._files
 
+    def with_parameters(self, **parameters) -> "Provenance":
+        """A copy with ``parameters`` added (the seed of one image among many), sharing the digests: the inputs and
+        weights are hashed once however many outputs the copies sign."""
+        copy = dataclasses.replace(self, parameters={**self.parameters, **parameters})
+        copy._files = self.files()
+        return copy
+
     def to_dict(self) -> dict:
         from facesynth import __version__
 
         return {"technique": self.technique, "facesynth_version": __version__, "edited": self.edited,
                 **self.files(), "parameters": jsonable(dict(self.parameters))}
+
+
+def remember_weights(model, path: str | os.PathLike):
+    """Note on a loaded model the file it was read from (``model.weights_path``), so that the results it makes can
+    name that file by SHA-256. Returns ``model``."""
+    setattr(model, WEIGHTS_ATTR, Path(path))
+    return model
+
+
+def model_weights(*models) -> tuple[list[Path], dict]:
+    """``(files, parameters)`` for a ``Provenance``: the weights files behind ``models``, and what could not be named.
+
+    A path or registry name gives its file (``facesynth.weights.resolve``); a loaded model the file its loader noted
+    (``remember_weights``). A model built, trained or changed in memory, or a checkpoint dict, has no file: its class
+    name goes into ``{"weights_in_memory": [...]}``. ``None`` items are skipped.
+    """
+    from facesynth.weights import resolve
+
+    files: list[Path] = []
+    in_memory: list[str] = []
+    for model in models:
+        if model is None:
+            continue
+        if isinstance(model, (str, os.PathLike)):
+            files.append(resolve(model))
+        elif isinstance(getattr(model, WEIGHTS_ATTR, None), Path):
+            files.append(getattr(model, WEIGHTS_ATTR))
+        else:
+            in_memory.append(type(model).__name__)
+    return files, ({"weights_in_memory": in_memory} if in_memory else {})
 
 
 def describe_file(path: str | os.PathLike) -> dict:

@@ -12,8 +12,9 @@ One call per writer::
         for frame in frames:
             w.write(frame)
 
-With ``prov=None`` both behave exactly like their ``facesynth.media`` namesakes. A file written some other way gets
-its chain, manifest and sidecar from ``finalize_image(path, prov)`` / ``finalize_video(path, prov)``.
+With ``prov=None`` both behave like their ``facesynth.media`` namesakes, except that a sidecar left beside the path
+by an earlier signed write is removed (it would describe a file that is no longer there). A file written some other
+way gets its chain, manifest and sidecar from ``finalize_image(path, prov)`` / ``finalize_video(path, prov)``.
 """
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ def write_image(path: str | os.PathLike, image, provenance: Provenance | None = 
     from facesynth.media import _is_tensor, to_image, write_image as media_write_image
 
     if provenance is None:
-        return media_write_image(path, image, quality=quality)
+        written = media_write_image(path, image, quality=quality)
+        sidecar_path(path).unlink(missing_ok=True)          # an earlier signed write's, now stale
+        return written
     arr = to_image(image) if _is_tensor(image) else np.asarray(image)
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
@@ -127,7 +130,9 @@ class VideoWriter:
 
     def close(self) -> Path:
         path = self._writer.close()
-        if self.provenance is not None:
+        if self.provenance is None:
+            sidecar_path(path).unlink(missing_ok=True)      # an earlier signed write's, now stale
+        else:
             marked = self._reason is None and self._marked > 0
             self.stamp = _finalize(path, self.provenance, _watermark_record("video", marked, self._reason),
                                    warn=self.provenance.watermark)

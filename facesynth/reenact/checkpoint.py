@@ -119,9 +119,14 @@ def load_fomm(checkpoint: str | os.PathLike | Mapping[str, Any], config: str | o
     dev = pick_device(device)
     modules = {name: module.to(dev).eval() for name, module in modules.items()}
     epoch = data.get("epoch")
-    return FOMM(modules["kp_detector"], modules["generator"], cfg, dev,
-                epoch=int(epoch) if isinstance(epoch, (int, torch.Tensor)) else None,
-                discriminator=modules.get("discriminator"))
+    model = FOMM(modules["kp_detector"], modules["generator"], cfg, dev,
+                 epoch=int(epoch) if isinstance(epoch, (int, torch.Tensor)) else None,
+                 discriminator=modules.get("discriminator"))
+    if not isinstance(checkpoint, Mapping):
+        from facesynth.provenance.record import remember_weights
+
+        remember_weights(model, source)          # results name the file they came from
+    return model
 
 
 def load_checked(module: nn.Module, state: Any, what: str) -> None:

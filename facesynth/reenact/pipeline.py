@@ -3,7 +3,9 @@
 Crop the portrait and the driving video around the face (``prepare_source``, ``prepare_driving``), animate in
 batches (``iter_animate``), optionally paste the animated face back into the full portrait, and write an MP4
 with the driving video's sound, frame by frame: memory does not grow with the video's length. A few evenly
-spaced (driving, result) frame pairs are kept for galleries.
+spaced (driving, result) frame pairs are kept for galleries. The video carries provenance (``facesynth.provenance``)
+unless ``provenance=False``: ``c2pa.created`` for the model's square crop, ``c2pa.edited`` of the portrait when the
+face is pasted back into it.
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ class Reenactment:
 def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | os.PathLike | DrivingClip,
             out_path: str | os.PathLike, size: int = 256, relative: bool = True, adapt_movement_scale: bool = True,
             best_frame: bool = False, paste: bool = False, detector: str = "auto", keep: int = 6,
-            batch_size: int | None = None, autocast: bool | None = None) -> Reenactment:
+            batch_size: int | None = None, autocast: bool | None = None,
+            provenance: bool | None = None) -> Reenactment:
     """Animate the face of ``source`` with the motion of ``driving`` and write the result to ``out_path``.
 
     Args:
@@ -61,6 +64,10 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
         paste: write the full portrait with the animated face pasted back, instead of the square crop.
         keep: how many evenly spaced frames to keep in ``Reenactment.samples``.
         batch_size, autocast: as ``iter_animate`` (autocast: None = on GPU only; True on a CPU = bf16 generator).
+        provenance: sign a C2PA manifest into the video (the portrait's and driving video's SHA-256, the
+            checkpoint's when the model was loaded from a file, these settings), mark its frames and write
+            ``<out_path>.provenance.json``; on by default (None: unless ``$FACESYNTH_PROVENANCE=0``), False for a
+            plain file.
 
     Raises:
         NoFaceError: no face in the portrait or the driving video. MediaError: unreadable input.
@@ -89,7 +96,13 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
                 state["frames"] += 1
                 yield paste_back(portrait, face, crop.box) if paste else face
 
-    video = write_animation(frames(), out_path, fps=clip.fps, audio_from=clip.path)
+    in_file = not isinstance(source, np.ndarray)
+    prov = _provenance(provenance, model, [source, clip.path] if in_file else [clip.path],
+                       # pasted back, the result is the portrait with its face changed: an edit of that file
+                       edited=paste and in_file, size=size, relative=relative,
+                       adapt_movement_scale=adapt_movement_scale, best_frame=initial, paste=paste, detector=detector,
+                       autocast=autocast, **({} if in_file else {"source": "pixels passed in memory"}))
+    video = write_animation(frames(), out_path, fps=clip.fps, audio_from=clip.path, provenance=prov)
     samples = {i: (to_image(batch[i - start].unsqueeze(0))[0], results[i])
                for start, batch in _batches_with_start(clip) for i in sorted(wanted)
                if start <= i < start + batch.shape[0] and i in results}
@@ -100,7 +113,7 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
 def self_reenact(model: FOMM, driving: str | os.PathLike | DrivingClip, out_path: str | os.PathLike,
                  size: int = 256, source_frame: int = 0, baseline_path: str | os.PathLike | None = None,
                  detector: str = "auto", keep: int = 6, batch_size: int | None = None,
-                 autocast: bool | None = None) -> Reenactment:
+                 autocast: bool | None = None, provenance: bool | None = None) -> Reenactment:
     """Self-reenactment, the FOMM paper's reconstruction protocol: one frame of a video animated by the video.
 
     The source is frame ``source_frame`` of the driving video's fixed face crop (``prepare_driving``), and every
@@ -113,7 +126,9 @@ def self_reenact(model: FOMM, driving: str | os.PathLike | DrivingClip, out_path
         driving: a video file, or a ``DrivingClip`` already prepared at ``size``.
         source_frame: the index of the driving frame that serves as the source.
         baseline_path: also write the trivial baseline there: the source frame repeated for every frame ("copy the
-            source"), the result a model must beat to have learned any motion.
+            source"), the result a model must beat to have learned any motion. It is a real frame, not a model's
+            output, so it gets no provenance (its manifest would say trainedAlgorithmicMedia).
+        provenance: as ``reenact``, for the reenacted video (``c2pa.created`` from the driving video).
 
     Raises:
         ConfigError: ``source_frame`` outside the video, or a clip prepared at another size. NoFaceError,
@@ -142,13 +157,27 @@ def self_reenact(model: FOMM, driving: str | os.PathLike | DrivingClip, out_path
                 state["frames"] += 1
                 yield face
 
-    video = write_animation(frames(), out_path, fps=clip.fps)
+    prov = _provenance(provenance, model, [clip.path], edited=False, protocol="self-reenactment",
+                       source_frame=source_frame, size=size, relative=False, autocast=autocast)
+    video = write_animation(frames(), out_path, fps=clip.fps, provenance=prov)
     source_image = to_image(src)[0]
     baseline = None
     if baseline_path is not None:
         baseline = write_animation((source_image for _ in range(state["frames"])), baseline_path, fps=clip.fps)
     return Reenactment(video=video, source=source_image, crop=clip.crop, clip=clip, frames=state["frames"],
                        best_frame=None, samples=samples, source_frame=source_frame, baseline=baseline)
+
+
+def _provenance(provenance: bool | None, model: FOMM, inputs: list, edited: bool, **parameters):
+    """The record of a reenactment, or None when provenance is off."""
+    from facesynth import provenance as pv
+
+    if not pv.enabled(provenance):
+        return None
+    weights, noted = pv.model_weights(model)
+    config = Path(model.config.name).name if model.config.name else None     # a YAML's name, not its folder
+    return pv.Provenance("reenact", inputs=inputs, weights=weights, edited=edited,
+                         parameters={"config": config, **parameters, **noted})
 
 
 def _batches_with_start(clip: DrivingClip) -> Iterator[tuple[int, torch.Tensor]]:

@@ -22,7 +22,8 @@ from facesynth.errors import ConfigError, MediaError, NoFaceError
 from facesynth.extract.align import smooth_landmarks
 from facesynth.extract.backends import create_backend
 from facesynth.extract.pipeline import batched, detect_faces, sources_of
-from facesynth.media import VideoWriter, has_audio, iter_frames, probe, read_image, to_image, to_tensor
+from facesynth.media import has_audio, iter_frames, probe, read_image, to_image, to_tensor
+from facesynth.provenance import VideoWriter
 
 __all__ = ["DEFAULT_MARGIN", "FaceCrop", "DrivingClip", "face_box", "square_crop_box", "crop_and_resize",
            "prepare_source", "prepare_driving", "paste_back", "write_animation"]
@@ -276,15 +277,16 @@ def paste_back(frame: np.ndarray, face: np.ndarray | torch.Tensor, box: Sequence
 
 
 def write_animation(frames: Iterable[np.ndarray | torch.Tensor], out_path: str | os.PathLike, fps: float,
-                    audio_from: str | os.PathLike | None = None) -> Path:
+                    audio_from: str | os.PathLike | None = None, provenance=None) -> Path:
     """Write animated frames as MP4, with the driving video's sound when it has any.
 
     ``frames`` yields uint8 ``H×W×3`` images, float ``[3,H,W]`` tensors, or float ``[n,3,H,W]`` batches (as
     ``animate`` produces them), consumed as they come. ``audio_from`` (usually the driving video) is muxed
     in only when it has an audio track; a silent driving video gives a silent result without a warning.
+    ``provenance``: a ``facesynth.provenance.Provenance`` to sign into the video, or None for a plain one.
     """
     audio = audio_from if audio_from is not None and has_audio(audio_from) else None
-    with VideoWriter(out_path, fps, audio=audio) as writer:
+    with VideoWriter(out_path, fps, audio=audio, provenance=provenance) as writer:
         for item in frames:
             if isinstance(item, torch.Tensor) and item.dim() == 4:
                 for image in to_image(item):

@@ -8,6 +8,9 @@ colours to the original, builds a feathered paste mask, warps face and mask back
 Frames without a face are written unchanged. Memory holds at most ``batch_size`` frames however long the
 video.
 
+Both write the result with provenance (``facesynth.provenance``) unless ``provenance=False``: a C2PA manifest saying
+``c2pa.edited`` by a trained algorithm, with the input's and the checkpoint's SHA-256 and the conversion settings.
+
 Colour transfers are plain functions on float ``H×W×3`` arrays in [0,1]: ``rct``, ``lct``, ``hist_match``
 (and ``color_transfer(method, …)`` to pick one by name, ``"none"`` included).
 """
@@ -32,7 +35,7 @@ from facesynth.extract.faceset import FaceSet
 from facesynth.extract.masks import make_mask
 from facesynth.extract.pipeline import batched, detect_faces, sources_of
 from facesynth.gpu import autocast
-from facesynth.media import VideoWriter, has_audio, is_image, iter_frames, probe, read_image, to_tensor, write_image
+from facesynth.media import has_audio, is_image, iter_frames, probe, read_image, to_tensor
 from facesynth.swap.model import SwapModel
 from facesynth.swap.train import CONFIG_FILE, load_swap_model
 
@@ -51,7 +54,7 @@ def convert_video(input: str | os.PathLike, output: str | os.PathLike, model: st
                   direction: str = "a2b", *, detector: str | FaceBackend = "auto", color_transfer: str = "rct",
                   blend: str = "alpha", erode: float = 0.05, blur: float = 0.1, sharpen: float = 0.0, smooth: int = 5,
                   batch_size: int = 16, face_type: str | None = None, device: str = "auto",
-                  progress: bool | None = None) -> Path:
+                  progress: bool | None = None, provenance: bool | None = None) -> Path:
     """Swap the largest face of every frame of ``input`` and write the result to ``output`` (H.264 MP4).
 
     The output keeps the input's size, frame rate, frame count and audio track. Frames without a face are
@@ -74,6 +77,9 @@ def convert_video(input: str | os.PathLike, output: str | os.PathLike, model: st
         face_type: crop type of the training faces; None reads it from the workdir's face sets (``"full"``
             for a SwapModel given directly).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``… for the network (a SwapModel stays where it is) and detector.
+        provenance: sign a C2PA manifest into the output (``c2pa.edited``, the input's and the checkpoint's SHA-256,
+            these settings), mark its frames and write ``<output>.provenance.json``; on by default (None: unless
+            ``$FACESYNTH_PROVENANCE=0``), False for a plain file.
 
     Returns:
         ``output`` as a Path.
@@ -103,8 +109,11 @@ def convert_video(input: str | os.PathLike, output: str | os.PathLike, model: st
         warnings.warn(f"{input}: no face found in {len(track)} frames (detector {backend.name}); writing the "
                       f"video unchanged", ConvertWarning, stacklevel=2)
 
+    from facesynth import provenance as pv
+
+    prov = _provenance(provenance, input, swapper, backend, smooth=smooth)
     disable = None if progress is None else not progress
-    with VideoWriter(output, info.fps, audio=input if has_audio(input) else None) as writer, \
+    with pv.VideoWriter(output, info.fps, audio=input if has_audio(input) else None, provenance=prov) as writer, \
             tqdm(total=len(track), desc="convert", unit="frame", disable=disable) as bar:
         for batch in batched(iter_frames(input), options.batch_size):
             landmarks = [track[i] if i < len(track) else None for i, _ in batch]
@@ -118,11 +127,14 @@ def convert_image(input: str | os.PathLike, output: str | os.PathLike, model: st
                   direction: str = "a2b", *, detector: str | FaceBackend = "auto", color_transfer: str = "rct",
                   blend: str = "alpha", erode: float = 0.05, blur: float = 0.1, sharpen: float = 0.0,
                   batch_size: int = 16, face_type: str | None = None, device: str = "auto",
-                  progress: bool | None = None) -> Path:
+                  progress: bool | None = None, provenance: bool | None = None) -> Path:
     """Swap the largest face of a photo; ``output`` has the input's size (use PNG to keep it lossless).
 
-    Options as ``convert_video``. An image without a face is written unchanged, with a ConvertWarning.
+    Options as ``convert_video`` (``provenance`` too: PNG and JPEG carry the manifest). An image without a face is
+    written unchanged, with a ConvertWarning.
     """
+    from facesynth import provenance as pv
+
     options = _Options.checked(direction, color_transfer, blend, erode, blur, sharpen, batch_size)
     input, output = Path(input), Path(output)
     if not is_image(output):
@@ -138,7 +150,22 @@ def convert_image(input: str | os.PathLike, output: str | os.PathLike, model: st
                       ConvertWarning, stacklevel=2)
     image = read_image(input)
     [converted] = swapper.convert([image], [faces[0].landmarks if faces else None])
-    return write_image(output, converted)
+    return pv.write_image(output, converted, _provenance(provenance, input, swapper, backend))
+
+
+def _provenance(provenance: bool | None, input: Path, swapper: "_Swapper", backend: FaceBackend, **extra):
+    """The record of a conversion (an edit of the input), or None when provenance is off."""
+    from facesynth import provenance as pv
+
+    if not pv.enabled(provenance):
+        return None
+    weights, noted = pv.model_weights(swapper.model)
+    opt, config = swapper.options, swapper.model.config
+    return pv.Provenance("swap", inputs=[input], weights=weights, edited=True, parameters={
+        "direction": opt.direction, "preset": config.preset_name, "architecture": config.architecture,
+        "resolution": swapper.resolution, "iterations": getattr(swapper.model, "trained_iterations", None),
+        "face_type": swapper.face_type, "detector": backend.name, "color_transfer": opt.color_transfer,
+        "blend": opt.blend, "erode": opt.erode, "blur": opt.blur, "sharpen": opt.sharpen, **extra, **noted})
 
 
 # --- colour transfer ------------------------------------------------------------------------------------------

@@ -315,4 +315,7 @@ def load_swap_model(workdir: str | os.PathLike, device: str = "auto", which: str
         model.load_state_dict(model_state)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the saved configuration ({e})") from None
-    return model.eval()
+    from facesynth.provenance.record import remember_weights
+
+    model.trained_iterations = int(state["iteration"]) if "iteration" in state else None
+    return remember_weights(model.eval(), path)   # converted results name the checkpoint they came from
