@@ -126,6 +126,7 @@ def test_lipsync_preview_shows_the_face_box_and_the_mel_window_of_each_frame(sam
     assert all(ax.get_images()[0].get_array().shape == (80, 16) for ax in mels)
 
 
+@pytest.mark.slow
 def test_a_lower_dlib_threshold_finds_more_faces_and_says_so_in_the_report(samples):
     import cv2
 
