@@ -34,6 +34,11 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
   held every frame would have failed that test (not with --quick's 8 vs 32 frames; yes from --frames 32 on);
   ``rss_trajectory`` (peak and current RSS after each batch) shows the flat current RSS directly.
 
+* ``profile`` (skip with ``--no-profile``): one more child at the largest batch, fp32: torch.profiler's top ops by
+  self CPU time, and per part (the key point detector; the generator's dense motion network, first block, down
+  blocks, bottleneck, up blocks, final conv) seconds per frame, GFLOP per frame (torch's FlopCounterMode) and
+  GFLOP/s, beside a 2048x2048 fp32 matmul's GFLOP/s on the same threads (the achievable peak); printed too.
+
 ``--quick`` (8 frames, batches 1, 4, 8 on CPU): about 2-3 minutes on 2 CPU cores. vox-256 runs at roughly
 1 s per frame frame-by-frame on such a CPU, so the default (32 frames) takes several minutes.
 """
@@ -152,6 +157,87 @@ def _official_loop(model, source, driving, timing, predictions) -> None:
                 timing["generator_s"] += t2 - t1
 
 
+def profile_animate(model, source, driving, batch: int, top: int = 12) -> dict:
+    """Where ``iter_animate``'s time goes: torch.profiler's top ops by self time, and per module (the key point
+    detector and the generator's parts) wall seconds, GFLOP (torch's FlopCounterMode) and GFLOP/s, beside a large
+    fp32 matmul's GFLOP/s on the same threads (the machine's achievable peak)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facesynth.reenact import iter_animate
+
+    def run():
+        for out in iter_animate(model, source, driving, batch_size=batch):
+            out.cpu()
+
+    run()                                                            # warm-up
+    parts = [("kp_detector", model.kp_detector)]
+    for name, module in model.generator.named_children():    # a ModuleList is never called: its blocks are
+        blocks = list(module) if isinstance(module, torch.nn.ModuleList) else [module]
+        parts += [(f"generator.{name}", block) for block in blocks]
+    seconds: dict[str, float] = {name: 0.0 for name, _ in parts}
+    flops: dict[str, int] = {name: 0 for name, _ in parts}
+    started: dict[str, float] = {}
+    counter: dict[int, FlopCounterMode] = {}
+
+    def pre(name):
+        def hook(module, args):
+            _sync(model.device)
+            started[name] = time.perf_counter()
+        return hook
+
+    def post(name):
+        def hook(module, args, output):
+            _sync(model.device)
+            seconds[name] += time.perf_counter() - started[name]
+        return hook
+
+    handles = [h for name, module in parts for h in (module.register_forward_pre_hook(pre(name)),
+                                                     module.register_forward_hook(post(name)))]
+    try:
+        t = time.perf_counter()
+        run()
+        total = time.perf_counter() - t
+    finally:
+        for h in handles:
+            h.remove()
+    for i, (name, module) in enumerate(parts):                      # FLOPs: one counted pass per part
+        counter[i] = FlopCounterMode(display=False)
+        handles = [module.register_forward_pre_hook(lambda m, a, c=counter[i]: c.__enter__() and None),
+                   module.register_forward_hook(lambda m, a, o, c=counter[i]: c.__exit__(None, None, None) and None)]
+        try:
+            run()
+        finally:
+            for h in handles:
+                h.remove()
+        flops[name] += counter[i].get_total_flops()
+    a = torch.randn(2048, 2048, device=model.device)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(5):
+        a @ a
+    _sync(model.device)
+    peak = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    all_self = sum(e.self_cpu_time_total for e in events) or 1
+    n = driving.shape[0]
+    modules = {name: {"s_per_frame": round(seconds[name] / n, 4), "share": round(seconds[name] / total, 3),
+                      "gflop_per_frame": round(flops[name] / n / 1e9, 2),
+                      "gflops": round(flops[name] / seconds[name] / 1e9, 1) if seconds[name] else None}
+               for name in seconds}
+    return {"profile": {
+        "batch": batch, "frames": n, "s_per_frame": round(total / n, 4),
+        "gflop_per_frame": round(sum(flops.values()) / n / 1e9, 2),
+        "gflops": round(sum(flops.values()) / total / 1e9, 1),
+        "matmul_2048_fp32_gflops": round(peak, 1),
+        "modules": modules,
+        "top_ops": [{"op": e.key, "self_share": round(e.self_cpu_time_total / all_self, 3), "calls": e.count}
+                    for e in events[:top]]}}
+
+
 def child_main(spec_json: str) -> int:
     import warnings
     warnings.simplefilter("ignore")
@@ -211,6 +297,11 @@ def child_main(spec_json: str) -> int:
     driving = to_tensor(frames).to(dev)
     del frames
     n = driving.shape[0]
+
+    if kind == "profile":
+        rec.update(profile_animate(model, source, driving, spec["batch"], int(spec.get("top", 12))))
+        Path(spec["result"]).write_text(json.dumps(rec))
+        return 0
 
     if kind == "per_frame":
         per_frame_loop(model, source, driving[:1])            # warm-up: one frame
@@ -315,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto (pick_device), cpu, cuda, ...")
     ap.add_argument("--threads", type=int, help="torch threads in each child (default: torch's)")
     ap.add_argument("--no-bf16", action="store_true", help="on CPU, skip the bf16 (autocast=True) record")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="skip the profile (top ops by self time, per-module seconds and GFLOP/s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file to write (default {DEFAULT_OUT})")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -391,6 +484,22 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{label}: {rec.get('fps')} fps (x{rec.get('speedup_vs_per_frame')}), peak {rec.get('peak_rss_mib')} MiB")
             configs.append(rec)
         result["configs"] = configs
+
+        if not args.no_profile:
+            pb = max(ints) if ints else 1
+            log(f"profile (batch {pb}, {n} frames, fp32) in a child process ...")
+            prof = run_child({**base, "kind": "profile", "frames": n, "batch": pb}, tmp, "profile")
+            failed |= "error" in prof
+            result["profile"] = prof.get("profile", prof)
+            if "profile" in prof:
+                pr = prof["profile"]
+                log(f"profile: {pr['s_per_frame']} s/frame, {pr['gflop_per_frame']} GFLOP/frame, {pr['gflops']} "
+                    f"GFLOP/s (a 2048x2048 fp32 matmul: {pr['matmul_2048_fp32_gflops']} GFLOP/s)")
+                for name, m in pr["modules"].items():
+                    log(f"  {name:34s} {m['s_per_frame']:.4f} s/frame ({m['share']:.0%}), {m['gflop_per_frame']} "
+                        f"GFLOP/frame, {m['gflops']} GFLOP/s")
+                for op in pr["top_ops"]:
+                    log(f"  {op['op']:34s} {op['self_share']:.1%} of self time, {op['calls']} calls")
 
         # --- streaming: N vs 4N frames through iter_animate from a generator
         stream: dict = {"batch": stream_batch, "driving": "generator decoding + resizing one frame at a time"}
