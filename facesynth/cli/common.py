@@ -89,3 +89,20 @@ def provenance_note(*paths: str | os.PathLike) -> str:
         f"watermark on {marked} of {len(records)}"
     where = sides[0] if len(sides) == 1 else f"{len(sides)} sidecars (<file>.provenance.json)"
     return f"provenance: {manifest}, {watermark}, hash chain → {where}"
+
+
+def train_to(trainer, target: int, plot: str | None) -> None:
+    """Train ``trainer`` until iteration ``target``, keeping the loss plot ``plot`` (rewritten every 30 s and at the
+    end); a trainer already there only redraws the plot. Under torchrun only the main rank prints and plots."""
+    from facesynth.notebook import LivePlot, plot_training
+
+    main = trainer.dist.is_main
+    if trainer.iteration >= target:
+        if main:
+            print(f"already at iteration {trainer.iteration} (target {target}); nothing to train")
+            if plot and trainer.log_path.is_file():
+                plot_training(trainer.workdir, plot)
+        return
+    if main:
+        print(f"training to iteration {target}")
+    trainer.train(target, callbacks=[LivePlot(plot, display=False, every=1, seconds=30)] if plot and main else [])

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from facesynth.cli.common import (add_provenance_flag, check_suffix, cleanup_new_folder, positive_float,
-                                  provenance_arg, provenance_note)
+                                  provenance_arg, provenance_note, train_to)
 
 
 def _add_generate(sub) -> None:
@@ -181,7 +181,6 @@ def _run_train_stylegan(args) -> int:
     from facesynth.errors import ConfigError
     from facesynth.generate import StyleGANTrainer
     from facesynth.generate.train import CONFIG_FILE, GENERATOR_FILE, StyleGANTrainConfig
-    from facesynth.notebook import LivePlot, plot_training
 
     workdir = Path(args.workdir)
     overrides = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
@@ -201,14 +200,7 @@ def _run_train_stylegan(args) -> int:
     where = f"resuming at iteration {trainer.iteration}" if trainer.iteration else "new model"
     print(f"{workdir}: {where}; {c.model.resolution} px StyleGAN, batch {c.batch_size}, lr {c.lr:g}, "
           f"{len(trainer.images)} faces from {trainer.faces_path}, on {trainer.device}")
-    if trainer.iteration >= args.iterations:
-        print(f"already at iteration {trainer.iteration} (target {args.iterations}); nothing to train")
-        if args.plot and trainer.log_path.is_file():
-            plot_training(workdir, args.plot)
-    else:
-        print(f"training to iteration {args.iterations}")
-        callbacks = [LivePlot(args.plot, display=False, every=1, seconds=30)] if args.plot else []
-        trainer.train(args.iterations, callbacks=callbacks)     # the last iteration writes the checkpoint
+    train_to(trainer, args.iterations, args.plot)     # the last iteration writes the checkpoint
     print(f"iteration {trainer.iteration}: generator → {workdir / GENERATOR_FILE} (use it with `facesynth generate "
           f"--pkl {workdir / GENERATOR_FILE}`); snapshots → {workdir / 'snapshots'}"
           + (f"; loss plot → {args.plot}" if args.plot else ""))

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from facesynth.cli.common import (add_provenance_flag, cleanup_new_folder, positive_float, provenance_arg,
-                                  provenance_note)
+                                  provenance_note, train_to)
 
 
 def _add_reenact(sub) -> None:
@@ -91,7 +91,6 @@ def _add_train_fomm(sub) -> None:
 def _run_train_fomm(args) -> int:
     from facesynth.errors import ConfigError
     from facesynth.media import is_image
-    from facesynth.notebook import LivePlot, plot_training
     from facesynth.reenact.train import CONFIG_FILE, FOMMTrainer
 
     workdir = Path(args.workdir)
@@ -119,16 +118,7 @@ def _run_train_fomm(args) -> int:
         ranks = f" x {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
         print(f"{workdir}: {where}; config {trainer.model_config.name} ({c.frame_size}px, batch {c.batch_size}{ranks}, "
               f"lr {c.lr_generator:g}) on {trainer.device}; {len(trainer.data)} training clip(s)")
-    if trainer.iteration >= target:
-        if main:
-            print(f"already at iteration {trainer.iteration} (target {target}); nothing to train")
-            if args.plot and trainer.log_path.is_file():
-                plot_training(workdir, args.plot)
-    else:
-        if main:
-            print(f"training to iteration {target}")
-        callbacks = [LivePlot(args.plot, display=False, every=1, seconds=30)] if args.plot and main else []
-        trainer.train(target, callbacks=callbacks)     # the plot is rewritten every 30 s and at the end
+    train_to(trainer, target, args.plot)
     if main:
         print(f"iteration {trainer.iteration}: {_fomm_loss_summary(workdir)}; checkpoint → {trainer.checkpoint_path}"
               + (f"; loss plot → {args.plot}" if args.plot else ""))

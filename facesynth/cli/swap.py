@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from facesynth.cli.common import (add_provenance_flag, cleanup_new_folder, loss_summary, positive_float,
-                                  provenance_arg, provenance_note)
+                                  provenance_arg, provenance_note, train_to)
 
 
 def _add_train_swap(sub) -> None:
@@ -30,7 +30,6 @@ def _add_train_swap(sub) -> None:
 
 def _run_train_swap(args) -> int:
     from facesynth.errors import ConfigError
-    from facesynth.notebook import LivePlot, plot_training
     from facesynth.swap import SwapConfig, SwapTrainer
     from facesynth.swap.train import CONFIG_FILE
 
@@ -61,14 +60,7 @@ def _run_train_swap(args) -> int:
     print(f"{workdir}: {where}; preset {c.preset_name} ({c.architecture} {c.resolution}px, batch {c.batch_size}, "
           f"lr {c.lr:g} {c.lr_schedule}, warm-up {c.warmup}) on {trainer.device}; "
           f"active faces A {active['a']}, B {active['b']}")
-    if trainer.iteration >= args.iterations:
-        print(f"already at iteration {trainer.iteration} (target {args.iterations}); nothing to train")
-        if args.plot and trainer.log_path.is_file():
-            plot_training(workdir, args.plot)
-    else:
-        print(f"training to iteration {args.iterations}")
-        callbacks = [LivePlot(args.plot, display=False, every=1, seconds=30)] if args.plot else []
-        trainer.train(args.iterations, callbacks=callbacks)     # the plot is rewritten every 30 s and at the end
+    train_to(trainer, args.iterations, args.plot)
     print(f"iteration {trainer.iteration}: {loss_summary(workdir)}; checkpoint → {trainer.checkpoint_path}"
           + (f"; loss plot → {args.plot}" if args.plot else ""))
     return 0
