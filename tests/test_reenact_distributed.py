@@ -12,10 +12,6 @@ phases in the same process group:
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,13 +19,13 @@ import pytest
 import torch
 
 from facesynth.training import read_log
+from distributed import launch, max_diff
 
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                                 reason="torch.distributed with the gloo backend is not available")
 
 SMALL = Path(__file__).parent / "data" / "fomm" / "small.yaml"
 WORLD = 2
-LAUNCH_TIMEOUT_S = 240          # ranks out of step hang in a collective; fail instead of waiting forever
 
 WORKER = r'''
 import shutil
@@ -108,26 +104,6 @@ torch.save(result, out / f"rank{rank}.pt")
 '''
 
 
-def _launch(script: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--standalone",
-           str(script), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)      # torchrun and its workers: the group this test started
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {LAUNCH_TIMEOUT_S} s (ranks out of step?):\n{out[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-
 
 @pytest.mark.slow
 def test_two_cpu_ranks_train_fomm_in_lockstep_resume_bare_and_skip_nan_together(samples, tmp_path):
@@ -135,7 +111,8 @@ def test_two_cpu_ranks_train_fomm_in_lockstep_resume_bare_and_skip_nan_together(
     runs, out = tmp_path / "runs", tmp_path / "out"
     runs.mkdir()
     t0 = time.perf_counter()
-    proc = _launch(tmp_path / "worker.py", [str(SMALL), str(samples.talking_head), str(runs), str(out)], tmp_path)
+    proc = launch(tmp_path / "worker.py", [str(SMALL), str(samples.talking_head), str(runs), str(out)], tmp_path,
+                  pythonpath=True)
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, f"torchrun exited {proc.returncode} after {wall:.1f} s:\n{proc.stdout[-6000:]}"
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD))
@@ -144,8 +121,8 @@ def test_two_cpu_ranks_train_fomm_in_lockstep_resume_bare_and_skip_nan_together(
     # identical start, identical end (parameters and BatchNorm statistics), and training did move them
     run0, run1 = r0["run"], r1["run"]
     assert run0["iteration"] == run1["iteration"] == 3
-    assert _max_diff(run0["init"], run1["init"]) == 0.0
-    assert _max_diff(run0["final"], run1["final"]) <= 1e-6
+    assert max_diff(run0["init"], run1["init"]) == 0.0
+    assert max_diff(run0["final"], run1["final"]) <= 1e-6
     assert max(float((run0["init"][k] - run0["final"][k]).abs().max()) for k in run0["init"]
                if k.startswith("discriminator.") and k.endswith("weight_orig")) > 0     # the discriminator trained
     assert any("running_mean" in k and not torch.equal(run0["init"][k], run0["final"][k]) for k in run0["init"])
@@ -166,7 +143,7 @@ def test_two_cpu_ranks_train_fomm_in_lockstep_resume_bare_and_skip_nan_together(
     res0, res1 = r0["resumed"], r1["resumed"]
     assert res0["start"] == res1["start"] == 3 and res0["iteration"] == res1["iteration"] == 4
     assert res0["gan"] == res1["gan"] == 1.0
-    assert _max_diff(res0["final"], res1["final"]) <= 1e-6
+    assert max_diff(res0["final"], res1["final"]) <= 1e-6
     assert not torch.equal(res0["drawn"], res1["drawn"]), "after a resume every rank draws rank 0's pairs"
     assert [r["iteration"] for r in read_log(runs / "resumed") if "loss_generator_total" in r] == [1, 2, 3, 4]
 
@@ -174,7 +151,7 @@ def test_two_cpu_ranks_train_fomm_in_lockstep_resume_bare_and_skip_nan_together(
     nan0, nan1 = r0["nan"], r1["nan"]
     assert nan0["iteration"] == nan1["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in nan0["final"].values() if v.is_floating_point())
-    assert _max_diff(nan0["final"], nan1["final"]) <= 1e-6
+    assert max_diff(nan0["final"], nan1["final"]) <= 1e-6
     events = [r for r in read_log(runs / "nan") if r.get("event") == "nan_skip"]
     # rank 0 (the writer) had a finite loss: the NaN reached it through the averaged gradients
     assert len(events) == 1 and events[0]["iteration"] == 0 and "generator gradients" in events[0]["bad"]

@@ -17,12 +17,7 @@ saves its weights, the batches it drew and its losses; the test compares the two
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -30,13 +25,13 @@ import torch
 from facesynth.extract import extract_faces
 from facesynth.safe_load import load_torch
 from facesynth.training import read_log
+from distributed import launch, max_diff
 
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                                 reason="torch.distributed with the gloo backend is not available")
 
 WORLD = 2
 ITERATIONS = 6
-LAUNCH_TIMEOUT_S = 240          # a desynchronised DDP run hangs; fail instead of waiting forever
 
 WORKER = r'''
 import os
@@ -164,27 +159,6 @@ torch.save(result, OUT / f"rank{RANK}.pt")
 '''.replace("ITERATIONS", str(ITERATIONS))
 
 
-def _launch(script: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--standalone",
-           str(script), *args]
-    env = dict(os.environ)                       # the test's FACESYNTH_OFFLINE, weights, TORCH_HOME, cache
-    env.setdefault("OMP_NUM_THREADS", "1")       # two ranks share this machine's cores
-    env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)      # torchrun and its workers: the group this test started
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {LAUNCH_TIMEOUT_S} s (ranks out of step?):\n{out[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-
 
 @pytest.mark.slow
 def test_two_cpu_ranks_train_in_lockstep_and_only_rank_0_writes(samples, tmp_path):
@@ -198,7 +172,7 @@ def test_two_cpu_ranks_train_in_lockstep_and_only_rank_0_writes(samples, tmp_pat
     runs.mkdir()
 
     t0 = time.perf_counter()
-    proc = _launch(script, [str(faces_a.root), str(faces_b.root), str(tmp_path), str(runs), str(out)], tmp_path)
+    proc = launch(script, [str(faces_a.root), str(faces_b.root), str(tmp_path), str(runs), str(out)], tmp_path)
     wall = time.perf_counter() - t0
     # (d) the run exited 0
     assert proc.returncode == 0, f"torchrun exited {proc.returncode} after {wall:.1f} s:\n{proc.stdout[-6000:]}"
@@ -209,9 +183,9 @@ def test_two_cpu_ranks_train_in_lockstep_and_only_rank_0_writes(samples, tmp_pat
     # (a) identical weights on both ranks, (b) changed from the (broadcast, identical) initial weights
     run0, run1 = r0["run"], r1["run"]
     assert run0["iteration"] == run1["iteration"] == ITERATIONS
-    assert _max_diff(run0["init"], run1["init"]) == 0.0
-    assert _max_diff(run0["final"], run1["final"]) <= 1e-6
-    assert _max_diff(run0["init"], run0["final"]) > 1e-4
+    assert max_diff(run0["init"], run1["init"]) == 0.0
+    assert max_diff(run0["final"], run1["final"]) <= 1e-6
+    assert max_diff(run0["init"], run0["final"]) > 1e-4
     changed = [k for k in run0["init"] if not torch.equal(run0["init"][k], run0["final"][k])]
     assert len(changed) == len(run0["init"]), f"parameters DDP never updated: {set(run0['init']) - set(changed)}"
     # data parallelism: each rank drew its own batches (seed * 1000 + rank), so its losses are its own
@@ -237,28 +211,28 @@ def test_two_cpu_ranks_train_in_lockstep_and_only_rank_0_writes(samples, tmp_pat
     assert config["config"]["preset_name"] == "quick" and config["faces_a"] == str(faces_a.root.resolve())
     ckpt = load_torch(work / "checkpoint.pt", map_location="cpu")
     assert ckpt["iteration"] == ITERATIONS
-    assert _max_diff(ckpt["model"]["model"], run0["final"]) == 0.0
+    assert max_diff(ckpt["model"]["model"], run0["final"]) == 0.0
 
     # resume: both ranks continue from iteration 6 in lockstep, still on batches of their own
     res0, res1 = r0["resumed"], r1["resumed"]
     assert res0["start"] == res1["start"] == ITERATIONS and res0["iteration"] == res1["iteration"] == ITERATIONS + 2
-    assert _max_diff(res0["final"], res1["final"]) <= 1e-6
+    assert max_diff(res0["final"], res1["final"]) <= 1e-6
     assert res0["drawn"] != res1["drawn"], "after a resume every rank draws rank 0's batches"
     assert [r["iteration"] for r in read_log(runs / "resumed")] == list(range(1, ITERATIONS + 3))
 
     # the discriminator's weights are averaged across ranks as well
     gan0, gan1 = r0["gan"], r1["gan"]
-    assert _max_diff(gan0["final"], gan1["final"]) <= 1e-6
-    assert _max_diff(gan0["disc"], gan1["disc"]) <= 1e-6, "discriminator weights differ between ranks"
-    assert _max_diff(gan0["disc_init"], gan0["disc"]) > 0
+    assert max_diff(gan0["final"], gan1["final"]) <= 1e-6
+    assert max_diff(gan0["disc"], gan1["disc"]) <= 1e-6, "discriminator weights differ between ranks"
+    assert max_diff(gan0["disc_init"], gan0["disc"]) > 0
 
     # one rank's non-finite loss makes every rank restore the checkpoint, with the lowered learning rate
     nan0, nan1 = r0["nan"], r1["nan"]
     assert nan0["iteration"] == nan1["iteration"] == 6
     assert nan0["nan_restores"] == nan1["nan_restores"] == 1 and nan0["lr_scale"] == nan1["lr_scale"] == 0.5
-    assert _max_diff(nan0["final"], nan1["final"]) <= 1e-6
+    assert max_diff(nan0["final"], nan1["final"]) <= 1e-6
     assert sum(r.get("event") == "nan_restore" for r in read_log(runs / "nan")) == 1
 
     # parameters without a gradient (the mask head when the mask loss is off) do not stall DDP
     assert r0["nomask"]["iteration"] == r1["nomask"]["iteration"] == 2
-    assert _max_diff(r0["nomask"]["final"], r1["nomask"]["final"]) <= 1e-6
+    assert max_diff(r0["nomask"]["final"], r1["nomask"]["final"]) <= 1e-6
