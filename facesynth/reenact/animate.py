@@ -248,6 +248,13 @@ def _generate(generator: OcclusionAwareGenerator, source: torch.Tensor, features
             if occlusion.shape[2:] != out.shape[2:]:
                 occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
             out = out * occlusion
+    if out.device.type == "cpu" and n > 1:
+        # from here on the activations are large and the weights small: one frame at a time stays in the cache
+        return torch.cat([_decode(generator, frame) for frame in out.split(1)])
+    return _decode(generator, out)
+
+
+def _decode(generator: OcclusionAwareGenerator, out: torch.Tensor) -> torch.Tensor:
     out = generator.bottleneck(out)
     for block in generator.up_blocks:
         out = block(out)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesynth import winograd
 from facesynth.reenact.config import DenseMotionParams, DiscriminatorParams, FOMMConfig
 
 __all__ = ["KPDetector", "DenseMotionNetwork", "OcclusionAwareGenerator", "MultiScaleDiscriminator", "Discriminator",
@@ -129,11 +130,22 @@ class UpBlock(SameBlock):
         conv = self.conv
         if (self.phase_conv and not torch.is_grad_enabled() and conv.kernel_size == (3, 3)
                 and conv.padding == (1, 1)):
-            return F.relu(self.norm(upsample_conv3x3(x, conv.weight, conv.bias)))
+            if x.shape[2] * x.shape[3] >= 16 or x.device.type != "cpu":
+                return F.relu(self.norm(upsample_conv3x3(x, conv.weight, conv.bias, _phase_kernels(conv), conv)))
         return super().forward(F.interpolate(x, scale_factor=2))
 
 
-def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """The four 2x2 phase kernels of ``upsample_conv3x3``. Shape: (K, C, 3, 3) → (4K, C, 2, 2), phases 00 01 10 11."""
+    rows = (torch.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], 2),
+            torch.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], 2))
+    return torch.cat([torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1) if b == 0 else
+                      torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1)
+                      for r in rows for b in (0, 1)])
+
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     kernels: torch.Tensor | None = None, conv: nn.Conv2d | None = None) -> torch.Tensor:
     """``conv2d(interpolate(x, scale_factor=2), weight, bias, padding=1)`` (nearest) without the upsampling.
 
     Output pixel (2i + a, 2j + b) sees, through the 3x3 kernel, only the 2x2 input pixels around (i, j) on the
@@ -145,16 +157,39 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """
     n, _, h, w = x.shape
     k = weight.shape[0]
-    rows = (torch.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], 2),
-            torch.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], 2))
-    kernels = torch.cat([torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1) if b == 0 else
-                         torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1)
-                         for r in rows for b in (0, 1)])                      # (4K, C, 2, 2), phases 00 01 10 11
-    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernels)                      # (N, 4K, H + 1, W + 1)
+    kernels = phase_kernels(weight) if kernels is None else kernels
+    padded = F.pad(x, (1, 1, 1, 1))
+    if conv is None:
+        phases = F.conv2d(padded, kernels)
+    else:
+        phases = winograd.conv2d(padded, conv, kernels, key="phases", padding=0)
     out = phases.new_empty(n, k, 2 * h, 2 * w)
     for p, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         out[:, :, a::2, b::2] = phases[:, p * k:(p + 1) * k, a:a + h, b:b + w]
     return out if bias is None else out.add_(bias.to(out.dtype).view(1, -1, 1, 1))
+
+
+def _folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv`` followed by ``norm`` (running statistics) as one convolution's weight and bias, computed in
+    float64 and cached on ``conv`` until either's parameters or statistics change."""
+    def fold():
+        scale = norm.running_var.double().add(norm.eps).rsqrt()
+        if norm.weight is not None:
+            scale = scale * norm.weight.double()
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+        bias = (bias - norm.running_mean.double()) * scale
+        if norm.bias is not None:
+            bias = bias + norm.bias.double()
+        weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
+        return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
+
+    sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    return winograd.cached(conv, f"folded-{norm.eps}", sources, fold)
+
+
+def _phase_kernels(conv: nn.Conv2d) -> torch.Tensor:
+    """``phase_kernels(conv.weight)``, cached on ``conv`` until the weight changes."""
+    return winograd.cached(conv, "phases", (conv.weight,), lambda: phase_kernels(conv.weight.detach()))
 
 
 def set_phase_conv(module: nn.Module, enabled: bool) -> nn.Module:
@@ -176,8 +211,18 @@ class ResBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() and not self.norm2.training:
+            return self._inference(x)
         out = self.conv1(F.relu(self.norm1(x)))
         return self.conv2(F.relu(self.norm2(out))) + x
+
+    def _inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same sums without autograd: norm2 folded into conv1, 3x3 convolutions by Winograd F(4x4, 3x3)
+        where that pays (``facesynth.winograd``); equal to ``forward`` up to float rounding (about 1e-6)."""
+        weight, bias = _folded(self.conv1, self.norm2)
+        out = winograd.conv2d(F.relu(self.norm1(x)), self.conv1, weight, bias, key="folded")
+        out = winograd.conv2d(out.relu_(), self.conv2)
+        return out.add_(x)
 
 
 class HourglassEncoder(nn.Module):

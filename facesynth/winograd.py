@@ -1,0 +1,165 @@
+"""Winograd (Toom-Cook) convolutions as batched matrix products, for CPU inference.
+
+A stride-1 convolution with an r x r kernel computes each m x m output tile from an a x a input tile, a = m + r - 1.
+Winograd's minimal filtering F(m x m, r x r) does it with a² multiplications per input/output channel pair instead
+of m²·r²: the input tile ``d`` and the kernel ``g`` are transformed (``V = Bᵀ d B``, ``U = G g Gᵀ``), multiplied
+element by element and summed over input channels, and transformed back (``Y = Aᵀ M A``). Summed over channels,
+the element-wise products become a² independent matrix products (Co x C) @ (C x tiles), which run near the
+machine's matmul rate, while the transforms are two small matrix products over all tiles. F(4x4, 3x3) does 4x
+fewer multiplications than the direct 3x3 convolution; F(4x4, 2x2) 2.56x fewer than a 2x2 one.
+
+The matrices come from the interpolation points 0, ±1, ±2, ... and infinity (Lavin & Gray, "Fast Algorithms for
+Convolutional Neural Networks", 2016): ``Aᵀ[i, j] = p_j^i``, ``G[j, k] = p_j^k / Π_{l≠j}(p_j − p_l)`` and ``Bᵀ``
+solved from the identity itself, in float64. In float32 the result differs from the direct convolution by a few
+1e-6 relative to the largest output for F(4x4, 3x3) (tests/test_winograd.py measures it).
+
+Used only without autograd: the transformed kernels are cached on the module and rebuilt when its weight changes.
+Shapes: x (N, C, H, W) → (N, Co, H + 2·pad − r + 1, W + 2·pad − r + 1).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "cached", "version",
+           "WINOGRAD_MIN_TILES"]
+
+# below this many tiles per image the a²-times larger transformed kernel costs more memory traffic than it saves
+WINOGRAD_MIN_TILES = 64
+
+
+def _points(count: int) -> list[float]:
+    """0, 1, −1, 2, −2, 1/2, −1/2, 3, −3, ...: small points first, as far as possible reciprocal pairs."""
+    out = [0.0]
+    for p in (1.0, 2.0, 0.5, 3.0, 1 / 3, 4.0, 0.25):
+        out += [p, -p]
+    return out[:count]
+
+
+@lru_cache(maxsize=None)
+def winograd_matrices(m: int, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Aᵀ (m x a), G (a x r), Bᵀ (a x a)) in float64 for F(m, r), a = m + r − 1, from the points 0, ±1, ±2,
+    ±1/2, ... and infinity; ``y = Aᵀ[(G g) ⊙ (Bᵀ d)]`` is the valid correlation of d (length a) with g (length
+    r)."""
+    a = m + r - 1
+    points = _points(a - 1)
+    AT = torch.zeros(m, a, dtype=torch.float64)
+    G = torch.zeros(a, r, dtype=torch.float64)
+    for j, p in enumerate(points):
+        AT[:, j] = torch.tensor([p ** i for i in range(m)], dtype=torch.float64)
+        f = 1.0
+        for l, q in enumerate(points):
+            if l != j:
+                f *= p - q
+        G[j] = torch.tensor([p ** k / f for k in range(r)], dtype=torch.float64)
+    AT[m - 1, a - 1] = 1.0
+    G[a - 1, r - 1] = 1.0
+    # Bᵀ from the identity: Σ_j Aᵀ[i, j]·G[j, k]·Bᵀ[j, t] = [t == i + k] for every i, k, t (a linear system)
+    rows = (AT.unsqueeze(1) * G.t().unsqueeze(0)).reshape(m * r, a)               # row (i, k): Aᵀ[i, j]·G[j, k]
+    target = torch.zeros(m * r, a, dtype=torch.float64)
+    for i in range(m):
+        for k in range(r):
+            target[i * r + k, i + k] = 1.0
+    BT = torch.linalg.lstsq(rows, target).solution
+    if (rows @ BT - target).abs().max() > 1e-9:
+        raise ArithmeticError(f"no Winograd transform F({m}, {r}) from points {points}")
+    BT[BT.abs() < 1e-12] = 0.0
+    return AT, G, BT
+
+
+@lru_cache(maxsize=None)
+def _transforms(m: int, r: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    AT, _, BT = winograd_matrices(m, r)
+    return BT.to(dtype=dtype, device=device), AT.to(dtype=dtype, device=device)
+
+
+def transform_kernel(weight: torch.Tensor, m: int) -> torch.Tensor:
+    """U = G g Gᵀ for every (Co, C) kernel, computed in float64. Shape: (Co, C, r, r) → (a², Co, C)."""
+    r = weight.shape[-1]
+    _, G, _ = winograd_matrices(m, r)
+    G = G.to(weight.device)
+    u = torch.einsum("ai,ocij,bj->aboc", G, weight.double(), G)
+    return u.reshape(-1, weight.shape[0], weight.shape[1]).to(weight.dtype).contiguous()
+
+
+def winograd_conv2d(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None, m: int, r: int,
+                    padding: int) -> torch.Tensor:
+    """``F.conv2d(x, w, bias, padding=padding)`` for U = ``transform_kernel(w, m)``, by F(m x m, r x r)."""
+    n, c, h, w = x.shape
+    a = m + r - 1
+    ho, wo = h + 2 * padding - r + 1, w + 2 * padding - r + 1
+    th, tw = -(-ho // m), -(-wo // m)
+    hp, wp = th * m + r - 1, tw * m + r - 1
+    xp = F.pad(x, (padding, wp - w - padding, padding, hp - h - padding)).contiguous()
+    BT, AT = _transforms(m, r, x.dtype, x.device)
+    # a x a overlapping tiles, laid out (tile row i, tile column j, channel, frame, tile y, tile x): one copy
+    d = xp.as_strided((a, a, c, n, th, tw), (wp, 1, hp * wp, c * hp * wp, m * wp, m)).reshape(a, -1)
+    # V = Bᵀ d B for every tile and channel: Bᵀ on i, then on j (separable, fewer operations than one kron)
+    v = torch.matmul(BT, torch.mm(BT, d).view(a, a, -1)).view(a * a, c, n * th * tw)
+    mprod = torch.bmm(U, v)                                              # (a², Co, N·tiles): Σ_c U ⊙ V
+    co = mprod.shape[1]
+    if bias is not None:
+        # the point 1 has Aᵀ column (1, ..., 1): a constant added at (1, 1) reaches every output of the tile once
+        mprod[a + 1].add_(bias.to(mprod.dtype).view(-1, 1))
+    y = torch.matmul(AT, mprod.view(a, a, -1))                           # Aᵀ on j ... (a, m, ·)
+    y = torch.mm(AT, y.view(a, -1)).view(m, m, co, n, th, tw)            # ... then on i: Y = Aᵀ M A
+    y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, co, th * m, tw * m)
+    return y[:, :, :ho, :wo] if th * m != ho or tw * m != wo else y
+
+
+def _cpu_autocast() -> bool:
+    """Whether CPU autocast is on (it would run the transforms' matrix products in bf16)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:                                   # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def cached(owner: nn.Module, key: str, sources: tuple, build):
+    """``build()``, cached on ``owner`` under ``key`` until one of the ``sources`` tensors changes (in place, or
+    replaced by another tensor: the entry keeps the sources themselves, so a new tensor at a reused address
+    cannot pass for an old one). Built under ``torch.no_grad``."""
+    stamp = tuple(None if t is None else (version(t), t.dtype, t.device) for t in sources)
+    cache = owner.__dict__.setdefault("_facesynth_cache", {})
+    hit = cache.get(key)
+    if (hit is None or len(hit[0]) != len(sources) or any(a is not b for a, b in zip(hit[0], sources))
+            or hit[1] != stamp):
+        with torch.no_grad():
+            hit = (sources, stamp, build())
+        cache[key] = hit
+    return hit[2]
+
+
+def _cached_kernel(conv: nn.Conv2d, weight: torch.Tensor, m: int, key: str) -> torch.Tensor:
+    """The transformed kernel of ``weight``, cached on ``conv`` until the weight changes."""
+    return cached(conv, f"winograd-{key}-{m}", (weight,), lambda: transform_kernel(weight.detach(), m))
+
+
+def version(t: torch.Tensor) -> int | None:
+    """``t._version``; None for an inference tensor (which has no version counter)."""
+    return None if t.is_inference() else t._version
+
+
+def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+           key: str = "weight", m: int = 4, padding: int | None = None) -> torch.Tensor:
+    """``conv``'s stride-1 convolution of ``x`` (or with ``weight``/``bias``/``padding`` derived from it, cached
+    under ``key``), by Winograd when it pays (CPU, float32, no autograd, enough tiles), else ``F.conv2d``."""
+    weight = conv.weight if weight is None else weight
+    bias = conv.bias if bias is None and key == "weight" else bias
+    r = weight.shape[-1]
+    if padding is None:
+        padding = conv.padding[0] if isinstance(conv.padding, tuple) else conv.padding
+    pad = padding
+    ho = x.shape[2] + 2 * pad - r + 1
+    wo = x.shape[3] + 2 * pad - r + 1
+    tiles = -(-ho // m) * -(-wo // m)
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled() or tiles < WINOGRAD_MIN_TILES
+            or _cpu_autocast()
+            or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or weight.shape[-2] != r
+            or r not in (2, 3) or conv.padding_mode != "zeros" or x.dim() != 4
+            or x.shape[1] < (128 if r == 3 else 256)):       # few input channels: the transforms cost more
+        return F.conv2d(x, weight, bias, padding=pad)
+    return winograd_conv2d(x, _cached_kernel(conv, weight, m, key), bias, m, r, pad)

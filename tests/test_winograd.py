@@ -1,0 +1,121 @@
+"""Winograd convolutions (facesynth.winograd) and the FOMM blocks' inference paths that use them."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesynth import winograd
+
+
+@pytest.mark.parametrize("m,r", [(4, 3), (2, 3), (4, 2), (3, 2), (6, 3)])
+def test_matrices_compute_the_1d_correlation(m, r):
+    AT, G, BT = winograd.winograd_matrices(m, r)
+    assert AT.shape == (m, m + r - 1) and G.shape == (m + r - 1, r) and BT.shape == (m + r - 1, m + r - 1)
+    gen = torch.Generator().manual_seed(m * 10 + r)
+    d = torch.randn(m + r - 1, dtype=torch.float64, generator=gen)
+    g = torch.randn(r, dtype=torch.float64, generator=gen)
+    y = AT @ ((G @ g) * (BT @ d))
+    expected = torch.stack([(d[i:i + r] * g).sum() for i in range(m)])
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,c,co,h,w,r,pad", [
+    (1, 8, 5, 13, 9, 3, 1),        # sizes that are not multiples of the tile
+    (2, 16, 7, 12, 12, 3, 0),      # no padding, two frames
+    (3, 6, 4, 9, 11, 2, 1),        # a 2x2 kernel (the phase convolutions)
+    (1, 4, 3, 5, 4, 2, 0),
+])
+def test_winograd_conv2d_equals_conv2d(n, c, co, h, w, r, pad):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, w, generator=gen)
+    weight = torch.randn(co, c, r, r, generator=gen)
+    bias = torch.randn(co, generator=gen)
+    expected = F.conv2d(x.double(), weight.double(), bias.double(), padding=pad)
+    for m in (2, 4):
+        y = winograd.winograd_conv2d(x, winograd.transform_kernel(weight, m), bias, m, r, pad)
+        assert y.shape == expected.shape and y.dtype == torch.float32
+        err = (y.double() - expected).abs().max() / expected.abs().max()
+        assert err < 1e-5, (m, err)
+    # float64 through the same transforms: exact up to float64 rounding
+    y64 = winograd.winograd_conv2d(x.double(), winograd.transform_kernel(weight.double(), 4), bias.double(), 4, r, pad)
+    torch.testing.assert_close(y64, expected, rtol=1e-10, atol=1e-10)
+
+
+def _big_conv(c=128, co=64, seed=1):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(c, co, 3, padding=1)
+    x = torch.randn(2, c, 40, 36)
+    return conv, x
+
+
+def test_conv2d_uses_winograd_only_where_it_pays(monkeypatch):
+    conv, x = _big_conv()
+    calls = []
+    real = winograd.winograd_conv2d
+    monkeypatch.setattr(winograd, "winograd_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    with torch.inference_mode():
+        y = winograd.conv2d(x, conv)
+    assert calls == [1]
+    assert (y - expected).abs().max() / expected.abs().max() < 1e-5
+    # with autograd, under autocast, with few channels or few tiles: the plain convolution
+    y = winograd.conv2d(x, conv)
+    assert y.requires_grad and calls == [1]
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert winograd.conv2d(x, conv).dtype == torch.bfloat16
+        winograd.conv2d(x[:, :64], nn.Conv2d(64, 8, 3, padding=1))
+        winograd.conv2d(x[:, :, :8, :8], conv)
+    assert calls == [1]
+
+
+def test_transformed_kernel_follows_the_weight():
+    conv, x = _big_conv()
+
+    def check():
+        with torch.inference_mode():
+            y = winograd.conv2d(x, conv)
+        expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+        assert (y - expected).abs().max() <= 3e-5 * expected.abs().max()
+
+    check()
+    check()                                                 # from the cache
+    with torch.no_grad():
+        conv.weight.mul_(2)                                 # in place: the version counter moves
+        conv.bias.zero_()
+    check()
+    conv.weight = nn.Parameter(torch.randn_like(conv.weight))   # replaced by a new tensor
+    check()
+
+
+def test_resblock_inference_equals_the_training_graph():
+    from facesynth.reenact.model import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(128)
+    with torch.no_grad():
+        for norm in (block.norm1, block.norm2):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2)
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.2, 0.2)
+    block.eval()
+    x = torch.randn(1, 128, 32, 32)
+    expected = block(x)                                     # autograd on: the official op sequence
+    with torch.inference_mode():
+        y = block(x)
+    assert "_facesynth_cache" in block.conv1.__dict__      # the fast path ran
+    assert (y - expected).abs().max() / expected.abs().max() < 1e-5
+
+
+def test_upblock_inference_equals_upsampling_then_conv():
+    from facesynth.reenact.model import UpBlock
+
+    torch.manual_seed(0)
+    block = UpBlock(256, 32).eval()
+    x = torch.randn(1, 256, 32, 32)
+    expected = block(x)
+    with torch.inference_mode():
+        y = block(x)
+    assert "winograd-phases-4" in block.conv.__dict__["_facesynth_cache"]
+    assert (y - expected).abs().max() / expected.abs().max() < 1e-5
