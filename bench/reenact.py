@@ -13,9 +13,13 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
   of driving frame 0 once, then for every frame ``model.keypoints`` on that one frame, ``normalize_kp``
   (relative movement and jacobian, adapt_movement_scale) and ``model.generate`` on that one frame, which runs
   the whole generator and so re-encodes the unchanging source every frame; predictions go to the CPU as
-  numpy, as the official loop does. fp32 everywhere (the official demo has no autocast).
+  numpy, as the official loop does. fp32 everywhere (the official demo has no autocast), the official op
+  sequence (no folded BatchNorm, no phase or Winograd convolutions). It is a rewrite of the official loop with
+  the official op sequence, not the official code; the official code itself was timed side by side in a
+  scratch folder outside the project (README, "Face reenactment").
 * ``batched``: ``iter_animate`` (relative, adapt_movement_scale) at each batch size, outputs moved to the CPU
-  batch by batch; the source is encoded once. On CUDA autocast is on (its default); one extra record at the
+  batch by batch; the source is encoded once; on CPU the key points and dense motion run per batch and the
+  decoder (Winograd F(4x4, 3x3) bottleneck, phase-folded upsampling) one frame at a time. On CUDA autocast is on (its default); one extra record at the
   largest batch with ``autocast=False`` gives the fp32 figure. ``batch: "auto"`` is ``default_batch_size``.
 * fps: driving frames / seconds, after a warm-up call (on CPU one frame, on GPU one batch); the driving
   frames are decoded and resized before timing. Each batched child also times the per-frame loop right after
@@ -119,17 +123,21 @@ def _sync(device) -> None:
 
 def per_frame_loop(model, source, driving, timing: dict | None = None) -> list:
     """The official ``make_animation`` loop (relative, adapt_movement_scale) with our modules, one frame at a time,
-    with the official op sequence (``set_phase_conv(False)``: nearest upsampling, then the 3x3 conv)."""
-    from facesynth.reenact.model import set_phase_conv
+    with the official op sequence: ``set_fast_inference(False)`` (nearest upsampling, then the 3x3 conv; BatchNorm,
+    ReLU, conv in the residual blocks) and ``facesynth.winograd`` off (every convolution direct)."""
+    from facesynth import winograd
+    from facesynth.reenact.model import set_fast_inference
 
     predictions = []
-    for module in (model.kp_detector, model.generator):   # the official op sequence: upsample, then 3x3 conv
-        set_phase_conv(module, False)
+    enabled, winograd.ENABLED = winograd.ENABLED, False
+    for module in (model.kp_detector, model.generator):
+        set_fast_inference(module, False)
     try:
         _official_loop(model, source, driving, timing, predictions)
     finally:
+        winograd.ENABLED = enabled
         for module in (model.kp_detector, model.generator):
-            set_phase_conv(module, True)
+            set_fast_inference(module, True)
     return predictions
 
 

@@ -18,17 +18,24 @@ Shapes: x (N, C, H, W) → (N, Co, H + 2·pad − r + 1, W + 2·pad − r + 1).
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "cached", "version",
+__all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "cached", "version", "folded",
            "WINOGRAD_MIN_TILES"]
 
-# below this many tiles per image the a²-times larger transformed kernel costs more memory traffic than it saves
-WINOGRAD_MIN_TILES = 64
+# FACESYNTH_WINOGRAD=0 turns the Winograd path off (every convolution then runs as F.conv2d)
+ENABLED = os.environ.get("FACESYNTH_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off")
+# below this many tiles per matrix product the transformed kernel (a²/r² times the kernel) costs more to read
+# than the product saves
+WINOGRAD_MIN_TILES = 128
+# transformed input tiles per call (float32 elements, 8 MiB): more goes in chunks of frames, so the memory-bound
+# transforms work in the cache
+CHUNK_ELEMENTS = 2 * 1024 ** 2
 
 
 def _points(count: int) -> list[float]:
@@ -151,15 +158,48 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
     bias = conv.bias if bias is None and key == "weight" else bias
     r = weight.shape[-1]
     if padding is None:
-        padding = conv.padding[0] if isinstance(conv.padding, tuple) else conv.padding
-    pad = padding
-    ho = x.shape[2] + 2 * pad - r + 1
-    wo = x.shape[3] + 2 * pad - r + 1
-    tiles = -(-ho // m) * -(-wo // m)
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled() or tiles < WINOGRAD_MIN_TILES
-            or _cpu_autocast()
-            or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or weight.shape[-2] != r
-            or r not in (2, 3) or conv.padding_mode != "zeros" or x.dim() != 4
-            or x.shape[1] < (128 if r == 3 else 256)):       # few input channels: the transforms cost more
-        return F.conv2d(x, weight, bias, padding=pad)
-    return winograd_conv2d(x, _cached_kernel(conv, weight, m, key), bias, m, r, pad)
+        pads = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
+        pad = pads[0] if isinstance(pads[0], int) and pads[0] == pads[1] else None
+    else:
+        pad = padding
+    if (not ENABLED or pad is None or x.device.type != "cpu" or x.dtype != torch.float32
+            or torch.is_grad_enabled() or x.dim() != 4 or _cpu_autocast() or conv.stride != (1, 1)
+            or conv.dilation != (1, 1) or conv.groups != 1 or weight.shape[-2] != r or r not in (2, 3)
+            or conv.padding_mode != "zeros"
+            or x.shape[1] < 256):                # few input channels: the transforms cost more than they save
+        return _plain(x, conv, weight, bias, padding)
+    a = m + r - 1
+    tiles = -(-(x.shape[2] + 2 * pad - r + 1) // m) * -(-(x.shape[3] + 2 * pad - r + 1) // m)
+    # the transforms are memory-bound: frames go in chunks whose transformed tiles stay in the cache
+    step = max(1, CHUNK_ELEMENTS // (a * a * x.shape[1] * tiles))
+    if min(step, x.shape[0]) * tiles < WINOGRAD_MIN_TILES:
+        # few tiles per product: the a²/r² times larger transformed kernel costs more to read than it saves
+        return _plain(x, conv, weight, bias, padding)
+    U = _cached_kernel(conv, weight, m, key)
+    if x.shape[0] <= step:
+        return winograd_conv2d(x, U, bias, m, r, pad)
+    return torch.cat([winograd_conv2d(part, U, bias, m, r, pad) for part in x.split(step)])
+
+
+def _plain(x, conv, weight, bias, padding):
+    if padding is None:
+        return conv._conv_forward(x, weight, bias)
+    return F.conv2d(x, weight, bias, conv.stride, padding, conv.dilation, conv.groups)
+
+
+def folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv`` followed by ``norm`` (its running statistics, i.e. eval mode) as one convolution's weight and
+    bias, computed in float64 and cached on ``conv`` until either's parameters or statistics change."""
+    def fold():
+        scale = norm.running_var.double().add(norm.eps).rsqrt()
+        if norm.weight is not None:
+            scale = scale * norm.weight.double()
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+        bias = (bias - norm.running_mean.double()) * scale
+        if norm.bias is not None:
+            bias = bias + norm.bias.double()
+        weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
+        return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
+
+    sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    return cached(conv, f"folded-{norm.eps}", sources, fold)

@@ -41,7 +41,7 @@ def test_winograd_conv2d_equals_conv2d(n, c, co, h, w, r, pad):
     torch.testing.assert_close(y64, expected, rtol=1e-10, atol=1e-10)
 
 
-def _big_conv(c=128, co=64, seed=1):
+def _big_conv(c=256, co=64, seed=1):
     torch.manual_seed(seed)
     conv = nn.Conv2d(c, co, 3, padding=1)
     x = torch.randn(2, c, 40, 36)
@@ -64,7 +64,7 @@ def test_conv2d_uses_winograd_only_where_it_pays(monkeypatch):
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert winograd.conv2d(x, conv).dtype == torch.bfloat16
-        winograd.conv2d(x[:, :64], nn.Conv2d(64, 8, 3, padding=1))
+        winograd.conv2d(x[:, :128], nn.Conv2d(128, 8, 3, padding=1))
         winograd.conv2d(x[:, :, :8, :8], conv)
     assert calls == [1]
 
@@ -92,7 +92,7 @@ def test_resblock_inference_equals_the_training_graph():
     from facesynth.reenact.model import ResBlock
 
     torch.manual_seed(0)
-    block = ResBlock(128)
+    block = ResBlock(256)
     with torch.no_grad():
         for norm in (block.norm1, block.norm2):
             norm.running_mean.uniform_(-0.5, 0.5)
@@ -100,7 +100,7 @@ def test_resblock_inference_equals_the_training_graph():
             norm.weight.uniform_(0.5, 1.5)
             norm.bias.uniform_(-0.2, 0.2)
     block.eval()
-    x = torch.randn(1, 128, 32, 32)
+    x = torch.randn(1, 256, 32, 32)
     expected = block(x)                                     # autograd on: the official op sequence
     with torch.inference_mode():
         y = block(x)
@@ -113,9 +113,63 @@ def test_upblock_inference_equals_upsampling_then_conv():
 
     torch.manual_seed(0)
     block = UpBlock(256, 32).eval()
-    x = torch.randn(1, 256, 32, 32)
+    x = torch.randn(1, 256, 48, 48)
     expected = block(x)
     with torch.inference_mode():
         y = block(x)
     assert "winograd-phases-4" in block.conv.__dict__["_facesynth_cache"]
     assert (y - expected).abs().max() / expected.abs().max() < 1e-5
+
+
+def _calibrated_vox256(frames):
+    """vox-256 networks with random weights whose BatchNorm statistics are those of real frames and whose output
+    spans [0, 1] (default statistics give an almost flat picture, which would hide any difference)."""
+    from facesynth.reenact import FOMMConfig, build_generator, build_kp_detector, load_fomm
+
+    torch.manual_seed(0)
+    cfg = FOMMConfig.named("vox-256")
+    kp, gen = build_kp_detector(cfg), build_generator(cfg)
+    with torch.no_grad():
+        for net in (kp, gen):
+            for m in net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.momentum = None                  # a cumulative average: one pass sets the batch statistics
+            net.train()
+        points = kp(frames)
+        source_points = {k: v[:1].expand_as(v) for k, v in points.items()}
+        gen(frames, points, source_points)
+        kp.eval(), gen.eval()
+        logits = torch.logit(gen(frames, points, source_points)["prediction"].clamp(1e-6, 1 - 1e-6))
+        gen.final.weight.mul_(1.5 / logits.std())
+        gen.final.bias.sub_(logits.mean()).mul_(1.5 / logits.std())
+    return load_fomm({"kp_detector": kp.state_dict(), "generator": gen.state_dict()}, cfg, device="cpu")
+
+
+@pytest.mark.slow
+def test_fast_animate_equals_the_official_op_sequence_at_vox256():
+    """The default CPU path (Winograd bottleneck and phase convolutions, folded BatchNorm, batched key points,
+    decoder per frame) against the official op sequence frame by frame, on a vox-256-sized model."""
+    from facesynth.media import iter_frames, read_image, to_tensor
+    from facesynth.reenact import animate
+    from facesynth.reenact.model import set_fast_inference
+    from facesynth.samples import ensure_samples
+
+    samples = ensure_samples()
+
+    def square(image):
+        return F.interpolate(to_tensor(image[:, :image.shape[0]]), size=(256, 256), mode="bilinear")
+
+    source = square(read_image(samples.astronaut))
+    driving = torch.cat([square(f) for i, (_, f) in zip(range(40), iter_frames(samples.talking_head))][::13])
+    model = _calibrated_vox256(torch.cat([source, driving]))
+    fast = animate(model, source, driving)
+    assert fast.shape == (4, 3, 256, 256) and fast.std() > 0.1       # not a flat picture
+    for net in (model.kp_detector, model.generator):
+        set_fast_inference(net, False)
+    enabled, winograd.ENABLED = winograd.ENABLED, False
+    try:
+        official = animate(model, source, driving, batch_size=1)
+    finally:
+        winograd.ENABLED = enabled
+    diff = (fast - official).abs()
+    assert diff.max() < 5e-4 and diff.mean() < 2e-5, (diff.max().item(), diff.mean().item())

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesynth import winograd
+
 __all__ = ["Wav2Lip", "SyncNet", "QualityDiscriminator", "ConvBlock", "LeakyConvBlock", "fuse_batchnorm",
            "FACE_ENCODER", "AUDIO_ENCODER", "FACE_DECODER", "SYNCNET_FACE_ENCODER", "SYNCNET_AUDIO_ENCODER",
            "DISC_ENCODER"]
@@ -96,6 +98,14 @@ class ConvBlock(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv_block[0]
+        if not torch.is_grad_enabled() and type(conv) is nn.Conv2d and conv.kernel_size == (3, 3):
+            # inference: BatchNorm folded in, and Winograd where it pays (facesynth.winograd); same sums
+            norm = self.conv_block[1] if len(self.conv_block) > 1 else None
+            if norm is None or not norm.training:
+                weight, bias = (conv.weight, conv.bias) if norm is None else winograd.folded(conv, norm)
+                out = winograd.conv2d(x, conv, weight, bias, key="weight" if norm is None else "folded")
+                return F.relu(out.add_(x) if self.residual else out)
         out = self.conv_block(x)
         if self.residual:
             out = out + x

@@ -17,7 +17,7 @@ from facesynth.reenact.config import DenseMotionParams, DiscriminatorParams, FOM
 
 __all__ = ["KPDetector", "DenseMotionNetwork", "OcclusionAwareGenerator", "MultiScaleDiscriminator", "Discriminator",
            "Hourglass", "AntiAliasDownsample", "coordinate_grid", "kp_to_gaussian", "build_kp_detector",
-           "build_generator", "build_discriminator", "upsample_conv3x3", "set_phase_conv"]
+           "build_generator", "build_discriminator", "upsample_conv3x3", "set_fast_inference", "set_phase_conv"]
 
 KP = dict[str, torch.Tensor]   # {"value": [B,K,2], "jacobian": [B,K,2,2]} (jacobian optional)
 
@@ -169,35 +169,24 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return out if bias is None else out.add_(bias.to(out.dtype).view(1, -1, 1, 1))
 
 
-def _folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """``conv`` followed by ``norm`` (running statistics) as one convolution's weight and bias, computed in
-    float64 and cached on ``conv`` until either's parameters or statistics change."""
-    def fold():
-        scale = norm.running_var.double().add(norm.eps).rsqrt()
-        if norm.weight is not None:
-            scale = scale * norm.weight.double()
-        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-        bias = (bias - norm.running_mean.double()) * scale
-        if norm.bias is not None:
-            bias = bias + norm.bias.double()
-        weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-        return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
-
-    sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-    return winograd.cached(conv, f"folded-{norm.eps}", sources, fold)
-
-
 def _phase_kernels(conv: nn.Conv2d) -> torch.Tensor:
     """``phase_kernels(conv.weight)``, cached on ``conv`` until the weight changes."""
     return winograd.cached(conv, "phases", (conv.weight,), lambda: phase_kernels(conv.weight.detach()))
 
 
-def set_phase_conv(module: nn.Module, enabled: bool) -> nn.Module:
-    """Switch ``upsample_conv3x3`` on or off in every UpBlock of ``module`` (off: the official op sequence)."""
+def set_fast_inference(module: nn.Module, enabled: bool) -> nn.Module:
+    """Switch the inference paths of ``module``'s blocks on or off: ``upsample_conv3x3`` in every UpBlock, and the
+    folded-BatchNorm Winograd path of every ResBlock. Off: the official op sequence (nearest upsampling, then
+    the 3x3 conv; BatchNorm, ReLU, conv). Both are on by default."""
     for m in module.modules():
         if isinstance(m, UpBlock):
             m.phase_conv = enabled
+        elif isinstance(m, ResBlock):
+            m.fast = enabled
     return module
+
+
+set_phase_conv = set_fast_inference     # the earlier name
 
 
 class ResBlock(nn.Module):
@@ -210,8 +199,10 @@ class ResBlock(nn.Module):
         self.norm1 = nn.BatchNorm2d(features)
         self.norm2 = nn.BatchNorm2d(features)
 
+    fast = True      # without autograd: the inference path below (``set_fast_inference``)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled() and not self.norm2.training:
+        if self.fast and not torch.is_grad_enabled() and not self.norm2.training:
             return self._inference(x)
         out = self.conv1(F.relu(self.norm1(x)))
         return self.conv2(F.relu(self.norm2(out))) + x
@@ -219,7 +210,7 @@ class ResBlock(nn.Module):
     def _inference(self, x: torch.Tensor) -> torch.Tensor:
         """The same sums without autograd: norm2 folded into conv1, 3x3 convolutions by Winograd F(4x4, 3x3)
         where that pays (``facesynth.winograd``); equal to ``forward`` up to float rounding (about 1e-6)."""
-        weight, bias = _folded(self.conv1, self.norm2)
+        weight, bias = winograd.folded(self.conv1, self.norm2)
         out = winograd.conv2d(F.relu(self.norm1(x)), self.conv1, weight, bias, key="folded")
         out = winograd.conv2d(out.relu_(), self.conv2)
         return out.add_(x)
