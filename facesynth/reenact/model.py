@@ -349,11 +349,23 @@ class DenseMotionNetwork(nn.Module):
         warped = warped.view(b, k1, c, h, w)
         # channels grouped per key point: [heatmap_k, warped_k (C channels)] for k = background, 1..K
         features = self.hourglass(torch.cat([heatmaps.unsqueeze(2), warped], dim=2).view(b, k1 * (c + 1), h, w))
-        mask = F.softmax(self.mask(features), dim=1)
+        occlusion = None
+        if self.occlusion is not None and not torch.is_grad_enabled():
+            # inference: both 7x7 heads as one convolution (a one-channel conv costs as much as the 11-channel one)
+            weight, bias = winograd.cached(self.mask, "with-occlusion", (self.mask.weight, self.mask.bias,
+                                                                        self.occlusion.weight, self.occlusion.bias),
+                                           lambda: (torch.cat([self.mask.weight, self.occlusion.weight]),
+                                                    torch.cat([self.mask.bias, self.occlusion.bias])))
+            logits, occlusion = self.mask._conv_forward(features, weight, bias).split([k1, 1], dim=1)
+        else:
+            logits = self.mask(features)
+            if self.occlusion is not None:
+                occlusion = self.occlusion(features)
+        mask = F.softmax(logits, dim=1)
         deformation = (motions.permute(0, 1, 4, 2, 3) * mask.unsqueeze(2)).sum(dim=1).permute(0, 2, 3, 1)
         out = {"sparse_deformed": warped, "mask": mask, "deformation": deformation}
-        if self.occlusion is not None:
-            out["occlusion_map"] = torch.sigmoid(self.occlusion(features))
+        if occlusion is not None:
+            out["occlusion_map"] = torch.sigmoid(occlusion)
         return out
 
     def heatmap_representation(self, kp_driving: KP, kp_source: KP, h: int, w: int) -> torch.Tensor:
