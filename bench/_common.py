@@ -68,3 +68,35 @@ def git_commit(folder: Path) -> str | None:
                               check=True).stdout.strip() or None
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def top_ops(run: Callable[[], object], top: int = 12) -> list[dict]:
+    """torch.profiler's ops with the most self CPU time over one ``run()``: op, share of all self time, calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [{"op": e.key, "self_share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
+            for e in events[:top]]
+
+
+def matmul_gflops(device=None, size: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of a size x size float32 matmul on these threads: the achievable peak to compare a network with."""
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    a @ a
+    if a.device.type == "cuda":
+        torch.cuda.synchronize(a.device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ a
+    if a.device.type == "cuda":
+        torch.cuda.synchronize(a.device)
+    return round(reps * 2 * size ** 3 / (time.perf_counter() - t) / 1e9, 1)
+
+
+def format_top_ops(ops: list[dict], count: int = 6) -> str:
+    return ", ".join(f"{o['op']} {100 * o['self_share']:.0f} %" for o in ops[:count])

@@ -12,12 +12,16 @@ from a 2-second test sound, cycled. Device: ``pick_device()`` (or ``--device``).
 * ``official_loop``: the official ``inference.py`` per-batch work written with our modules: the plain network
   (BatchNorm unfused, NCHW), batch 128 (its ``wav2lip_batch_size``), the batch built as the official ``datagen``
   does (mask, concatenate, ``/255.`` in float64, transposed to NCHW), ``torch.no_grad``, the output taken to
-  numpy HWC ``* 255``, truncated to uint8 and resized/pasted into a copy of the frame by cv2. It is the
-  official loop's structure, not the official code.
+  numpy HWC ``* 255``, truncated to uint8 and resized/pasted into a copy of the frame by cv2, with the official
+  op sequence (``set_fast_inference(False)``, ``facesynth.winograd`` off). It is a rewrite of the official loop
+  with the official op sequence, not the official code (which was timed side by side in a scratch folder outside
+  the project: README, "Lip sync").
 * ``network-bB``: ``InferenceWav2Lip`` (BatchNorm folded, channels-last, inference mode) at batch B, the same
   batch building and paste (``face_batch``, ``paste_prediction``). Each such child also times the official loop
   right after, in the same process (``paired_official``), so ``speedup_vs_official`` compares both under the
-  same machine load. ``--bf16`` adds a bfloat16-autocast record.
+  same machine load. ``--bf16`` adds a bfloat16-autocast record. The fp32 batch-16 child also profiles the
+  network step (``profile``): torch.profiler's top ops by self time, GFLOP per frame and GFLOP/s beside a
+  2048x2048 fp32 matmul's; printed too.
 * ``pipeline``: ``lipsync()`` end to end on the astronaut portrait (dlib detection, mel, network, paste,
   H.264 + AAC writing) with a test sound of ``--frames`` / 25 seconds: output frames / wall seconds.
 * ``streaming``: ``lipsync()`` on the sample talking head scaled to 720p and looped to N and 4N frames, sounds as long,
@@ -43,7 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import current_rss_mib, git_commit, peak_rss_mib, run_child as _run_child, write_result  # noqa: E402
+from _common import (current_rss_mib, format_top_ops, git_commit, matmul_gflops, peak_rss_mib,  # noqa: E402
+                     run_child as _run_child, top_ops, write_result)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "lipsync.json"
@@ -84,7 +89,21 @@ def _test_sound(seconds: float):
 
 
 def official_loop(net, image, crop, mel, starts, device) -> int:
-    """The official per-batch work (see the module docstring); returns frames done."""
+    """The official per-batch work (see the module docstring) with the official op sequence (every ConvBlock's
+    inference path and ``facesynth.winograd`` off); returns frames done."""
+    from facesynth import winograd
+    from facesynth.lipsync.model import set_fast_inference
+
+    enabled, winograd.ENABLED = winograd.ENABLED, False
+    set_fast_inference(net, False)
+    try:
+        return _official_loop(net, image, crop, mel, starts, device)
+    finally:
+        winograd.ENABLED = enabled
+        set_fast_inference(net, True)
+
+
+def _official_loop(net, image, crop, mel, starts, device) -> int:
     import cv2
     import numpy as np
     import torch
@@ -122,6 +141,26 @@ def our_loop(fast, image, crop, mel, starts, batch) -> int:
             paste_prediction(image, p, FACE_BOX)
             done += 1
     return done
+
+
+def _profile(fast, image, crop, mel, starts, batch, device) -> dict:
+    """Where the network step's time goes: torch.profiler's top ops by self time over one pass of the frames,
+    GFLOP per frame (FlopCounterMode) and GFLOP/s, beside a 2048x2048 fp32 matmul's GFLOP/s (the peak)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facesynth.lipsync import face_batch, mel_windows
+
+    m = min(len(starts), 4 * batch)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fast(mel_windows(mel, starts[:batch]), face_batch([crop] * batch))
+    t = time.perf_counter()
+    our_loop(fast, image, crop, mel, starts[:m], batch)
+    seconds = time.perf_counter() - t
+    gflop = counter.get_total_flops() / batch / 1e9
+    return {"batch": batch, "frames": m, "s_per_frame": round(seconds / m, 4), "gflop_per_frame": round(gflop, 2),
+            "gflops": round(gflop * m / seconds, 1), "matmul_2048_fp32_gflops": matmul_gflops(device),
+            "top_ops": top_ops(lambda: our_loop(fast, image, crop, mel, starts[:m], batch))}
 
 
 def child_main(spec_json: str) -> int:
@@ -180,6 +219,8 @@ def child_main(spec_json: str) -> int:
                    fps_per_cpu_second=per_cpu(n, seconds, util), peak_rss_mib=peak_rss_mib())
         if cuda:
             rec["gpu_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / MIB, 1)
+        if kind == "network" and spec.get("profile"):
+            rec["profile"] = _profile(fast, image, crop, mel, starts, batch, device)
         if kind == "network" and spec.get("paired"):
             m = min(n, spec["paired"])
             seconds, util = timed(lambda: official_loop(net, image, crop, mel, starts[:m], device))
@@ -271,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(device),
         "notes": ["official_loop: the official inference.py per-batch work (datagen batch, plain network at batch "
-                  "128, numpy *255 uint8 truncation, cv2 resize + paste) written with our modules",
+                  "128, numpy *255 uint8 truncation, cv2 resize + paste) rewritten with our modules and the official "
+                  "op sequence (BatchNorm unfused, NCHW, no Winograd); not the official code itself",
                   "network-bB: InferenceWav2Lip (BatchNorm folded, channels-last) + face_batch + paste_prediction",
                   "speedup_vs_official: fps / paired_official fps, timed in the same child right after",
                   "pipeline: lipsync() end to end (dlib detection, mel, network, paste, H.264+AAC writing)",
@@ -297,10 +339,15 @@ def main(argv: list[str] | None = None) -> int:
         for batch, precision in runs:
             name = f"network-b{batch}" + ("-bf16" if precision == "bf16" else "")
             log(f"{name}, {n} frames (+ the official loop on {min(n, 128)} frames, paired) ...")
-            rec = child({**base, "kind": "network", "batch": batch, "precision": precision, "paired": 128}, name)
+            rec = child({**base, "kind": "network", "batch": batch, "precision": precision, "paired": 128,
+                         "profile": batch == 16 and precision == "fp32"}, name)
             configs.append({"name": name, **rec})
             log(f"{name}: {rec.get('fps')} fps (x{rec.get('speedup_vs_official')} vs paired official), "
                 f"peak {rec.get('peak_rss_mib')} MiB")
+            if "profile" in rec:
+                pr = rec["profile"]
+                log(f"profile: {pr['gflop_per_frame']} GFLOP/frame at {pr['gflops']} GFLOP/s (a 2048x2048 fp32 "
+                    f"matmul: {pr['matmul_2048_fp32_gflops']} GFLOP/s); top ops: {format_top_ops(pr['top_ops'])}")
         result["configs"] = configs
 
         seconds = 2.0 if args.quick else 8.0

@@ -57,7 +57,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from _common import current_rss_mib as _current_rss_mib, peak_rss_mib as _peak_rss_mib, run_child as _run_child, git_commit, write_result  # noqa: E402
+from _common import (current_rss_mib as _current_rss_mib, format_top_ops, git_commit, matmul_gflops,  # noqa: E402
+                     peak_rss_mib as _peak_rss_mib, run_child as _run_child, top_ops, write_result)
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "reenact.json"
@@ -170,7 +171,6 @@ def profile_animate(model, source, driving, batch: int, top: int = 12) -> dict:
     detector and the generator's parts) wall seconds, GFLOP (torch's FlopCounterMode) and GFLOP/s, beside a large
     fp32 matmul's GFLOP/s on the same threads (the machine's achievable peak)."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
     from facesynth.reenact import iter_animate
@@ -220,17 +220,8 @@ def profile_animate(model, source, driving, batch: int, top: int = 12) -> dict:
             for h in handles:
                 h.remove()
         flops[name] += counter[i].get_total_flops()
-    a = torch.randn(2048, 2048, device=model.device)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(5):
-        a @ a
-    _sync(model.device)
-    peak = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    all_self = sum(e.self_cpu_time_total for e in events) or 1
+    peak = matmul_gflops(model.device)
+    ops = top_ops(run, top)
     n = driving.shape[0]
     modules = {name: {"s_per_frame": round(seconds[name] / n, 4), "share": round(seconds[name] / total, 3),
                       "gflop_per_frame": round(flops[name] / n / 1e9, 2),
@@ -240,10 +231,9 @@ def profile_animate(model, source, driving, batch: int, top: int = 12) -> dict:
         "batch": batch, "frames": n, "s_per_frame": round(total / n, 4),
         "gflop_per_frame": round(sum(flops.values()) / n / 1e9, 2),
         "gflops": round(sum(flops.values()) / total / 1e9, 1),
-        "matmul_2048_fp32_gflops": round(peak, 1),
+        "matmul_2048_fp32_gflops": peak,
         "modules": modules,
-        "top_ops": [{"op": e.key, "self_share": round(e.self_cpu_time_total / all_self, 3), "calls": e.count}
-                    for e in events[:top]]}}
+        "top_ops": ops}}
 
 
 def child_main(spec_json: str) -> int:

@@ -21,6 +21,7 @@ from torch import nn
 from facesynth import winograd
 
 __all__ = ["Wav2Lip", "SyncNet", "QualityDiscriminator", "ConvBlock", "LeakyConvBlock", "fuse_batchnorm",
+           "set_fast_inference",
            "FACE_ENCODER", "AUDIO_ENCODER", "FACE_DECODER", "SYNCNET_FACE_ENCODER", "SYNCNET_AUDIO_ENCODER",
            "DISC_ENCODER"]
 
@@ -97,9 +98,11 @@ class ConvBlock(nn.Module):
         self.conv_block = nn.Sequential(conv, nn.BatchNorm2d(cout))
         self.residual = residual
 
+    fast = True      # without autograd: the inference path below (``set_fast_inference``)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv_block[0]
-        if not torch.is_grad_enabled() and type(conv) is nn.Conv2d and conv.kernel_size == (3, 3):
+        if self.fast and not torch.is_grad_enabled() and type(conv) is nn.Conv2d and conv.kernel_size == (3, 3):
             # inference: BatchNorm folded in, and Winograd where it pays (facesynth.winograd); same sums
             norm = self.conv_block[1] if len(self.conv_block) > 1 else None
             if norm is None or not norm.training:
@@ -232,6 +235,15 @@ class QualityDiscriminator(nn.Module):
     def perceptual_loss(self, fake_faces: torch.Tensor) -> torch.Tensor:
         pred = self.forward(fake_faces)
         return F.binary_cross_entropy(pred, torch.ones_like(pred))
+
+
+def set_fast_inference(module: nn.Module, enabled: bool) -> nn.Module:
+    """Switch every ConvBlock's inference path (BatchNorm folded, Winograd where it pays) on or off; off: the
+    official op sequence (conv, BatchNorm, add, ReLU). On by default."""
+    for m in module.modules():
+        if isinstance(m, ConvBlock):
+            m.fast = enabled
+    return module
 
 
 def fuse_batchnorm(module: nn.Module) -> nn.Module:
