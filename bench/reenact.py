@@ -40,11 +40,13 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
 
 * ``profile`` (skip with ``--no-profile``): one more child at the largest batch, fp32: torch.profiler's top ops by
   self CPU time, and per part (the key point detector; the generator's dense motion network, first block, down
-  blocks, bottleneck, up blocks, final conv) seconds per frame, GFLOP per frame (torch's FlopCounterMode) and
-  GFLOP/s, beside a 2048x2048 fp32 matmul's GFLOP/s on the same threads (the achievable peak); printed too.
+  blocks, bottleneck, up blocks, final conv) seconds per frame, GFLOP per frame (torch's FlopCounterMode: the
+  operations executed, so a Winograd convolution counts its matrix products, about 4x fewer than the direct
+  convolution) and GFLOP/s, beside a 2048x2048 fp32 matmul's GFLOP/s on the same threads (the achievable
+  peak); printed too.
 
 ``--quick`` (8 frames, batches 1, 4, 8 on CPU): about 2-3 minutes on 2 CPU cores. vox-256 runs at roughly
-1 s per frame frame-by-frame on such a CPU, so the default (32 frames) takes several minutes.
+0.7 s per frame frame-by-frame on such a CPU, so the default (32 frames) takes several minutes.
 """
 from __future__ import annotations
 
@@ -210,16 +212,21 @@ def profile_animate(model, source, driving, batch: int, top: int = 12) -> dict:
     finally:
         for h in handles:
             h.remove()
+    def count_exit(name, c):
+        def hook(module, args, output):
+            c.__exit__(None, None, None)
+            flops[name] += c.get_total_flops()        # entering again clears the counts: add them up per call
+        return hook
+
     for i, (name, module) in enumerate(parts):                      # FLOPs: one counted pass per part
         counter[i] = FlopCounterMode(display=False)
         handles = [module.register_forward_pre_hook(lambda m, a, c=counter[i]: c.__enter__() and None),
-                   module.register_forward_hook(lambda m, a, o, c=counter[i]: c.__exit__(None, None, None) and None)]
+                   module.register_forward_hook(count_exit(name, counter[i]))]
         try:
             run()
         finally:
             for h in handles:
                 h.remove()
-        flops[name] += counter[i].get_total_flops()
     peak = matmul_gflops(model.device)
     ops = top_ops(run, top)
     n = driving.shape[0]
