@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from _common import (current_rss_mib as _current_rss_mib, format_top_ops, git_commit, matmul_gflops,  # noqa: E402
+from _common import (current_rss_mib as _current_rss_mib, git_commit, matmul_gflops,  # noqa: E402
                      peak_rss_mib as _peak_rss_mib, run_child as _run_child, top_ops, write_result)
 
 HERE = Path(__file__).resolve().parent

@@ -8,12 +8,18 @@ the element-wise products become a² independent matrix products (Co x C) @ (C x
 machine's matmul rate, while the transforms are two small matrix products over all tiles. F(4x4, 3x3) does 4x
 fewer multiplications than the direct 3x3 convolution; F(4x4, 2x2) 2.56x fewer than a 2x2 one.
 
-The matrices come from the interpolation points 0, ±1, ±2, ... and infinity (Lavin & Gray, "Fast Algorithms for
-Convolutional Neural Networks", 2016): ``Aᵀ[i, j] = p_j^i``, ``G[j, k] = p_j^k / Π_{l≠j}(p_j − p_l)`` and ``Bᵀ``
-solved from the identity itself, in float64. In float32 the result differs from the direct convolution by a few
-1e-6 relative to the largest output for F(4x4, 3x3) (tests/test_winograd.py measures it).
+The matrices come from the interpolation points 0, ±1, ±2, ±1/2, ... and infinity (Lavin & Gray, "Fast
+Algorithms for Convolutional Neural Networks", 2016): ``Aᵀ[i, j] = p_j^i``, ``G[j, k] = p_j^k / Π_{l≠j}(p_j − p_l)``
+and ``Bᵀ`` solved from the identity itself, in float64. In float32 the result differs from the direct
+convolution by less than 1e-5 relative to the largest output (tests/test_winograd.py measures it).
 
-Used only without autograd: the transformed kernels are cached on the module and rebuilt when its weight changes.
+``conv2d(x, conv)`` picks the path: Winograd F(4x4, r x r) only on a CPU, in float32, without autograd or
+autocast, for stride-1 3x3 or 2x2 kernels with 256 or more input channels and at least 128 tiles per matrix
+product (below that the transforms, written as PyTorch ops, cost more than the multiplications they save);
+frames go in chunks whose transformed tiles stay in the cache. Otherwise the convolution runs as it would
+(``F.conv2d``). ``FACESYNTH_WINOGRAD=0`` turns the Winograd path off everywhere. The transformed kernels are
+cached on the module and rebuilt when its weight changes (in place or replaced).
+
 Shapes: x (N, C, H, W) → (N, Co, H + 2·pad − r + 1, W + 2·pad − r + 1).
 """
 from __future__ import annotations
@@ -58,8 +64,8 @@ def winograd_matrices(m: int, r: int) -> tuple[torch.Tensor, torch.Tensor, torch
     for j, p in enumerate(points):
         AT[:, j] = torch.tensor([p ** i for i in range(m)], dtype=torch.float64)
         f = 1.0
-        for l, q in enumerate(points):
-            if l != j:
+        for i, q in enumerate(points):
+            if i != j:
                 f *= p - q
         G[j] = torch.tensor([p ** k / f for k in range(r)], dtype=torch.float64)
     AT[m - 1, a - 1] = 1.0
