@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Union
 
 import numpy as np
@@ -252,8 +253,46 @@ def _generate(generator: OcclusionAwareGenerator, source: torch.Tensor, features
             out = out * occlusion
     if out.device.type == "cpu" and n > 1:
         # from here on the activations are large and the weights small: one frame at a time stays in the cache
-        return torch.cat([_decode(generator, frame) for frame in out.split(1)])
+        return torch.cat(_decode_frames(generator, out.split(1)))
     return _decode(generator, out)
+
+
+_decode_pool: ThreadPoolExecutor | None = None
+
+
+def _cpu_autocast_state() -> tuple[bool, torch.dtype]:
+    try:
+        return torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except TypeError:                                   # torch < 2.4
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+
+
+def _decode_frames(generator: OcclusionAwareGenerator, frames: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """``_decode`` of each (1, C, h, w) frame. With several torch threads, frames are decoded side by side, one
+    torch thread each (about 10 % faster on 2 cores than both threads on one frame: the Winograd transforms are
+    memory-bound and gain little from a second thread); the thread count is restored afterwards."""
+    global _decode_pool
+    threads = torch.get_num_threads()
+    if threads < 2 or len(frames) < 2:
+        return [_decode(generator, f) for f in frames]
+    workers = min(threads, len(frames))
+    if _decode_pool is None or _decode_pool._max_workers < workers:
+        _decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facesynth-decode")
+    grad = torch.is_grad_enabled()
+    inference = torch.is_inference_mode_enabled()
+    amp = _cpu_autocast_state()
+
+    def job(frame: torch.Tensor) -> torch.Tensor:
+        # grad, inference and autocast modes are per thread: carry the caller's over
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad), \
+                torch.autocast("cpu", dtype=amp[1], enabled=amp[0]):
+            return _decode(generator, frame)
+
+    torch.set_num_threads(1)
+    try:
+        return list(_decode_pool.map(job, frames))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _decode(generator: OcclusionAwareGenerator, out: torch.Tensor) -> torch.Tensor:
