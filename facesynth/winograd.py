@@ -127,7 +127,7 @@ def _cpu_autocast() -> bool:
     """Whether CPU autocast is on (it would run the transforms' matrix products in bf16)."""
     try:
         return torch.is_autocast_enabled("cpu")
-    except TypeError:                                   # torch < 2.4
+    except (TypeError, AttributeError):                 # torch < 2.4
         return torch.is_autocast_cpu_enabled()
 
 

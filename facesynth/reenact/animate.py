@@ -263,7 +263,7 @@ _decode_pool: ThreadPoolExecutor | None = None
 def _cpu_autocast_state() -> tuple[bool, torch.dtype]:
     try:
         return torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-    except TypeError:                                   # torch < 2.4
+    except (TypeError, AttributeError):                 # torch < 2.4
         return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
 
 
