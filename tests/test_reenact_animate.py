@@ -212,3 +212,36 @@ def test_cpu_autocast_runs_the_generator_in_bf16_close_to_fp32(model, ref, sourc
     assert 0 < diff.max() < 0.05 and diff.mean() < 5e-3, f"max {diff.max():.3g}, mean {diff.mean():.3g}"
     s = ref["prediction_stride"]
     assert_close_to_official(fp32[:, :, ::s, ::s], ref["predictions"]["relative"])   # the default: official fp32
+
+
+def test_the_frames_decoded_side_by_side_keep_the_callers_modes(model, source, driving, monkeypatch):
+    """On a CPU with 2+ torch threads the decoder runs frames in worker threads with one torch thread each: the
+    workers see the caller's inference and autocast modes, and the thread count is restored afterwards."""
+    import importlib
+    import threading
+
+    animate_module = importlib.import_module("facesynth.reenact.animate")   # the package exports animate()
+
+    seen = []
+    real = animate_module._decode
+
+    def spy(generator, frame):
+        seen.append((threading.current_thread().name, torch.is_inference_mode_enabled(),
+                     animate_module._cpu_autocast_state(), torch.get_num_threads()))
+        return real(generator, frame)
+
+    monkeypatch.setattr(animate_module, "_decode", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for autocast, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+            seen.clear()
+            video = animate(model, source, driving, batch_size=3, autocast=autocast)
+            assert video.dtype == torch.float32 and video.shape == driving.shape
+            assert len(seen) == driving.shape[0]
+            assert all(name.startswith("facesynth-decode") for name, *_ in seen)
+            assert all(inference and amp[0] == autocast and n == 1 for _, inference, amp, n in seen)
+            assert all(amp[1] == dtype for _, _, amp, _ in seen) if autocast else True
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
