@@ -13,7 +13,7 @@ from a 2-second test sound, cycled. Device: ``pick_device()`` (or ``--device``).
   (BatchNorm unfused, NCHW), batch 128 (its ``wav2lip_batch_size``), the batch built as the official ``datagen``
   does (mask, concatenate, ``/255.`` in float64, transposed to NCHW), ``torch.no_grad``, the output taken to
   numpy HWC ``* 255``, truncated to uint8 and resized/pasted into a copy of the frame by cv2, with the official
-  op sequence (``set_fast_inference(False)``, ``facesynth.winograd`` off). It is a rewrite of the official loop
+  op sequence (``set_fast_inference(False)``: no folded BatchNorm, no Winograd). It is a rewrite of the official loop
   with the official op sequence, not the official code (which was timed side by side in a scratch folder outside
   the project: README, "Lip sync").
 * ``network-bB``: ``InferenceWav2Lip`` (BatchNorm folded, channels-last, inference mode) at batch B, the same
@@ -90,16 +90,13 @@ def _test_sound(seconds: float):
 
 def official_loop(net, image, crop, mel, starts, device) -> int:
     """The official per-batch work (see the module docstring) with the official op sequence (every ConvBlock's
-    inference path and ``facesynth.winograd`` off); returns frames done."""
-    from facesynth import winograd
+    inference path off: no folded BatchNorm, no Winograd); returns frames done."""
     from facesynth.lipsync.model import set_fast_inference
 
-    enabled, winograd.ENABLED = winograd.ENABLED, False
     set_fast_inference(net, False)
     try:
         return _official_loop(net, image, crop, mel, starts, device)
     finally:
-        winograd.ENABLED = enabled
         set_fast_inference(net, True)
 
 

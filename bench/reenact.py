@@ -14,7 +14,7 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
   (relative movement and jacobian, adapt_movement_scale) and ``model.generate`` on that one frame, which runs
   the whole generator and so re-encodes the unchanging source every frame; predictions go to the CPU as
   numpy, as the official loop does. fp32 everywhere (the official demo has no autocast), the official op
-  sequence (no folded BatchNorm, no phase or Winograd convolutions). It is a rewrite of the official loop with
+  sequence (``set_fast_inference(False)``: no folded BatchNorm, no phase or Winograd convolutions). It is a rewrite of the official loop with
   the official op sequence, not the official code; the official code itself was timed side by side in a
   scratch folder outside the project (README, "Face reenactment").
 * ``batched``: ``iter_animate`` (relative, adapt_movement_scale) at each batch size, outputs moved to the CPU
@@ -127,18 +127,15 @@ def _sync(device) -> None:
 def per_frame_loop(model, source, driving, timing: dict | None = None) -> list:
     """The official ``make_animation`` loop (relative, adapt_movement_scale) with our modules, one frame at a time,
     with the official op sequence: ``set_fast_inference(False)`` (nearest upsampling, then the 3x3 conv; BatchNorm,
-    ReLU, conv in the residual blocks) and ``facesynth.winograd`` off (every convolution direct)."""
-    from facesynth import winograd
+    ReLU, conv in the residual blocks; separate 7x7 heads; every convolution direct, no Winograd)."""
     from facesynth.reenact.model import set_fast_inference
 
     predictions = []
-    enabled, winograd.ENABLED = winograd.ENABLED, False
     for module in (model.kp_detector, model.generator):
         set_fast_inference(module, False)
     try:
         _official_loop(model, source, driving, timing, predictions)
     finally:
-        winograd.ENABLED = enabled
         for module in (model.kp_detector, model.generator):
             set_fast_inference(module, True)
     return predictions

@@ -16,7 +16,7 @@ import torch
 from facesynth.errors import ConfigError
 
 __all__ = ["pick_device", "autocast", "amp_dtype", "cuda_has_native_bf16", "channels_last", "seed_everything", "memory_report",
-           "reset_peak_memory", "in_colab"]
+           "reset_peak_memory", "in_colab", "cpu_has_native_bf16", "cpu_autocast_state"]
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -64,6 +64,14 @@ def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), so CPU autocast to bf16 is faster."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def cpu_autocast_state() -> tuple[bool, torch.dtype]:
+    """(enabled, dtype) of CPU autocast in this thread (the per-device API of torch >= 2.4, else the older one)."""
+    try:
+        return torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except (TypeError, AttributeError):                 # torch < 2.4
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
 
 
 @contextlib.contextmanager

@@ -31,8 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facesynth.gpu import cpu_autocast_state
+
 __all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "cached", "version", "folded",
-           "WINOGRAD_MIN_TILES"]
+           "fold_batchnorm", "set_fast_inference", "WINOGRAD_MIN_TILES"]
 
 # FACESYNTH_WINOGRAD=0 turns the Winograd path off (every convolution then runs as F.conv2d)
 ENABLED = os.environ.get("FACESYNTH_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -123,14 +125,6 @@ def winograd_conv2d(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None,
     return y[:, :, :ho, :wo] if th * m != ho or tw * m != wo else y
 
 
-def _cpu_autocast() -> bool:
-    """Whether CPU autocast is on (it would run the transforms' matrix products in bf16)."""
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except (TypeError, AttributeError):                 # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
-
-
 def cached(owner: nn.Module, key: str, sources: tuple, build):
     """``build()``, cached on ``owner`` under ``key`` until one of the ``sources`` tensors changes (in place, or
     replaced by another tensor: the entry keeps the sources themselves, so a new tensor at a reused address
@@ -144,6 +138,16 @@ def cached(owner: nn.Module, key: str, sources: tuple, build):
             hit = (sources, stamp, build())
         cache[key] = hit
     return hit[2]
+
+
+def set_fast_inference(module: nn.Module, enabled: bool) -> nn.Module:
+    """Switch the inference paths of every block of ``module`` that has one (a class attribute ``fast``: the
+    FOMM ResBlock, UpBlock and DenseMotionNetwork, the Wav2Lip ConvBlock) on or off. Off: the official op
+    sequence, as autograd runs it. On by default."""
+    for m in module.modules():
+        if hasattr(type(m), "fast"):
+            m.fast = enabled
+    return module
 
 
 def _cached_kernel(conv: nn.Conv2d, weight: torch.Tensor, m: int, key: str) -> torch.Tensor:
@@ -169,7 +173,7 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
     else:
         pad = padding
     if (not ENABLED or pad is None or x.device.type != "cpu" or x.dtype != torch.float32
-            or torch.is_grad_enabled() or x.dim() != 4 or _cpu_autocast() or conv.stride != (1, 1)
+            or torch.is_grad_enabled() or x.dim() != 4 or cpu_autocast_state()[0] or conv.stride != (1, 1)
             or conv.dilation != (1, 1) or conv.groups != 1 or weight.shape[-2] != r or r not in (2, 3)
             or conv.padding_mode != "zeros"
             or x.shape[1] < 256):                # few input channels: the transforms cost more than they save
@@ -193,10 +197,10 @@ def _plain(x, conv, weight, bias, padding):
     return F.conv2d(x, weight, bias, conv.stride, padding, conv.dilation, conv.groups)
 
 
-def folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_batchnorm(conv: nn.Conv2d | nn.ConvTranspose2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """``conv`` followed by ``norm`` (its running statistics, i.e. eval mode) as one convolution's weight and
-    bias, computed in float64 and cached on ``conv`` until either's parameters or statistics change."""
-    def fold():
+    bias, computed in float64, returned in the weight's dtype (a transposed conv's output channel is dim 1)."""
+    with torch.no_grad():
         scale = norm.running_var.double().add(norm.eps).rsqrt()
         if norm.weight is not None:
             scale = scale * norm.weight.double()
@@ -204,8 +208,12 @@ def folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.T
         bias = (bias - norm.running_mean.double()) * scale
         if norm.bias is not None:
             bias = bias + norm.bias.double()
-        weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
+        shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+        weight = conv.weight.double() * scale.view(shape)
         return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
 
+
+def folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fold_batchnorm(conv, norm)``, cached on ``conv`` until either's parameters or statistics change."""
     sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-    return cached(conv, f"folded-{norm.eps}", sources, fold)
+    return cached(conv, f"folded-{norm.eps}", sources, lambda: fold_batchnorm(conv, norm))

@@ -220,6 +220,8 @@ def test_the_frames_decoded_side_by_side_keep_the_callers_modes(model, source, d
     import importlib
     import threading
 
+    from facesynth.gpu import cpu_autocast_state
+
     animate_module = importlib.import_module("facesynth.reenact.animate")   # the package exports animate()
 
     seen = []
@@ -227,7 +229,7 @@ def test_the_frames_decoded_side_by_side_keep_the_callers_modes(model, source, d
 
     def spy(generator, frame):
         seen.append((threading.current_thread().name, torch.is_inference_mode_enabled(),
-                     animate_module._cpu_autocast_state(), torch.get_num_threads()))
+                     cpu_autocast_state(), torch.get_num_threads()))
         return real(generator, frame)
 
     monkeypatch.setattr(animate_module, "_decode", spy)

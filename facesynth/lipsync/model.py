@@ -237,13 +237,7 @@ class QualityDiscriminator(nn.Module):
         return F.binary_cross_entropy(pred, torch.ones_like(pred))
 
 
-def set_fast_inference(module: nn.Module, enabled: bool) -> nn.Module:
-    """Switch every ConvBlock's inference path (BatchNorm folded, Winograd where it pays) on or off; off: the
-    official op sequence (conv, BatchNorm, add, ReLU). On by default."""
-    for m in module.modules():
-        if isinstance(m, ConvBlock):
-            m.fast = enabled
-    return module
+set_fast_inference = winograd.set_fast_inference
 
 
 def fuse_batchnorm(module: nn.Module) -> nn.Module:
@@ -256,11 +250,9 @@ def fuse_batchnorm(module: nn.Module) -> nn.Module:
     for block in fused.modules():
         if isinstance(block, ConvBlock):
             conv, bn = block.conv_block[0], block.conv_block[1]
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            weight, bias = winograd.fold_batchnorm(conv, bn)
             with torch.no_grad():
-                # ConvTranspose2d weights are (cin, cout, ...): the output channel is dim 1
-                shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
-                conv.weight.mul_(scale.reshape(shape))
-                conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+                conv.weight.copy_(weight)
+                conv.bias.copy_(bias)
             block.conv_block = nn.Sequential(conv)
     return fused

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from facesynth.errors import NoFaceError
-from facesynth.gpu import cpu_has_native_bf16
+from facesynth.gpu import cpu_autocast_state, cpu_has_native_bf16
 from facesynth.reenact.model import KP, OcclusionAwareGenerator
 
 __all__ = ["normalize_kp", "animate", "iter_animate", "find_best_frame", "default_batch_size", "hull_area",
@@ -257,14 +257,7 @@ def _generate(generator: OcclusionAwareGenerator, source: torch.Tensor, features
     return _decode(generator, out)
 
 
-_decode_pool: ThreadPoolExecutor | None = None
-
-
-def _cpu_autocast_state() -> tuple[bool, torch.dtype]:
-    try:
-        return torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-    except (TypeError, AttributeError):                 # torch < 2.4
-        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+_decode_pool: tuple[ThreadPoolExecutor, int] | None = None      # (pool, its workers)
 
 
 def _decode_frames(generator: OcclusionAwareGenerator, frames: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
@@ -276,11 +269,11 @@ def _decode_frames(generator: OcclusionAwareGenerator, frames: tuple[torch.Tenso
     if threads < 2 or len(frames) < 2:
         return [_decode(generator, f) for f in frames]
     workers = min(threads, len(frames))
-    if _decode_pool is None or _decode_pool._max_workers < workers:
-        _decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facesynth-decode")
+    if _decode_pool is None or _decode_pool[1] < workers:
+        _decode_pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facesynth-decode"), workers)
     grad = torch.is_grad_enabled()
     inference = torch.is_inference_mode_enabled()
-    amp = _cpu_autocast_state()
+    amp = cpu_autocast_state()
 
     def job(frame: torch.Tensor) -> torch.Tensor:
         # grad, inference and autocast modes are per thread: carry the caller's over
@@ -290,7 +283,7 @@ def _decode_frames(generator: OcclusionAwareGenerator, frames: tuple[torch.Tenso
 
     torch.set_num_threads(1)
     try:
-        return list(_decode_pool.map(job, frames))
+        return list(_decode_pool[0].map(job, frames))
     finally:
         torch.set_num_threads(threads)
 

@@ -122,13 +122,13 @@ class UpBlock(SameBlock):
     """Nearest 2x upsampling (the official default mode) → conv3x3 → BatchNorm → ReLU.
 
     Without autograd (inference) the upsampling and the conv run as ``upsample_conv3x3``: the same sums with
-    2.25 times fewer multiply-adds, equal up to float rounding. ``phase_conv = False`` keeps the two steps.
+    2.25 times fewer multiply-adds, equal up to float rounding. ``fast = False`` keeps the two steps.
     """
-    phase_conv = True
+    fast = True      # without autograd: the inference path below (``set_fast_inference``)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if (self.phase_conv and not torch.is_grad_enabled() and conv.kernel_size == (3, 3)
+        if (self.fast and not torch.is_grad_enabled() and conv.kernel_size == (3, 3)
                 and conv.padding == (1, 1)):
             if x.shape[2] * x.shape[3] >= 16 or x.device.type != "cpu":
                 return F.relu(self.norm(upsample_conv3x3(x, conv.weight, conv.bias, _phase_kernels(conv), conv)))
@@ -174,18 +174,7 @@ def _phase_kernels(conv: nn.Conv2d) -> torch.Tensor:
     return winograd.cached(conv, "phases", (conv.weight,), lambda: phase_kernels(conv.weight.detach()))
 
 
-def set_fast_inference(module: nn.Module, enabled: bool) -> nn.Module:
-    """Switch the inference paths of ``module``'s blocks on or off: ``upsample_conv3x3`` in every UpBlock, and the
-    folded-BatchNorm Winograd path of every ResBlock. Off: the official op sequence (nearest upsampling, then
-    the 3x3 conv; BatchNorm, ReLU, conv). Both are on by default."""
-    for m in module.modules():
-        if isinstance(m, UpBlock):
-            m.phase_conv = enabled
-        elif isinstance(m, ResBlock):
-            m.fast = enabled
-    return module
-
-
+set_fast_inference = winograd.set_fast_inference
 set_phase_conv = set_fast_inference     # the earlier name
 
 
@@ -321,6 +310,8 @@ class DenseMotionNetwork(nn.Module):
     "sparse_deformed": (B, K+1, C, h, w), "occlusion_map": (B, 1, h, w)}, h = H·scale_factor.
     """
 
+    fast = True      # without autograd: the mask and occlusion heads as one convolution (``set_fast_inference``)
+
     def __init__(self, block_expansion: int, num_blocks: int, max_features: int, num_kp: int, num_channels: int,
                  estimate_occlusion_map: bool = False, scale_factor: float = 1, kp_variance: float = 0.01,
                  align_corners: bool = False):
@@ -350,7 +341,7 @@ class DenseMotionNetwork(nn.Module):
         # channels grouped per key point: [heatmap_k, warped_k (C channels)] for k = background, 1..K
         features = self.hourglass(torch.cat([heatmaps.unsqueeze(2), warped], dim=2).view(b, k1 * (c + 1), h, w))
         occlusion = None
-        if self.occlusion is not None and not torch.is_grad_enabled():
+        if self.fast and self.occlusion is not None and not torch.is_grad_enabled():
             # inference: both 7x7 heads as one convolution (a one-channel conv costs as much as the 11-channel one)
             weight, bias = winograd.cached(self.mask, "with-occlusion", (self.mask.weight, self.mask.bias,
                                                                         self.occlusion.weight, self.occlusion.bias),
