@@ -25,6 +25,8 @@ Shapes: x (N, C, H, W) → (N, Co, H + 2·pad − r + 1, W + 2·pad − r + 1).
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import torch
@@ -34,13 +36,19 @@ from torch import nn
 from facesynth.gpu import cpu_autocast_state
 
 __all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "cached", "version", "folded",
-           "fold_batchnorm", "set_fast_inference", "WINOGRAD_MIN_TILES"]
+           "fold_batchnorm", "set_fast_inference", "map_frames", "nnpack_available", "WINOGRAD_MIN_TILES",
+           "NNPACK_MIN_PIXELS"]
 
 # FACESYNTH_WINOGRAD=0 turns the Winograd path off (every convolution then runs as F.conv2d)
 ENABLED = os.environ.get("FACESYNTH_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off")
 # below this many tiles per matrix product the transformed kernel (a²/r² times the kernel) costs more to read
 # than the product saves
 WINOGRAD_MIN_TILES = 128
+# FACESYNTH_NNPACK=0 keeps convolutions off NNPACK (see nnpack_available)
+NNPACK_ENABLED = os.environ.get("FACESYNTH_NNPACK", "1").strip().lower() not in ("0", "false", "no", "off")
+# NNPACK only for outputs of at least this many pixels per frame (24x24): below it, per-frame calls lose to one
+# batched oneDNN convolution (measured at 12x12 and 6x6, see conv2d)
+NNPACK_MIN_PIXELS = 576
 # transformed input tiles per call (float32 elements, 8 MiB): more goes in chunks of frames, so the memory-bound
 # transforms work in the cache
 CHUNK_ELEMENTS = 2 * 1024 ** 2
@@ -163,7 +171,8 @@ def version(t: torch.Tensor) -> int | None:
 def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
            key: str = "weight", m: int = 4, padding: int | None = None) -> torch.Tensor:
     """``conv``'s stride-1 convolution of ``x`` (or with ``weight``/``bias``/``padding`` derived from it, cached
-    under ``key``), by Winograd when it pays (CPU, float32, no autograd, enough tiles), else ``F.conv2d``."""
+    under ``key``) on a CPU in float32 without autograd: by NNPACK frame by frame where it pays
+    (``nnpack_conv2d``), else by Winograd F(m x m, r x r) where that pays, else ``F.conv2d``."""
     weight = conv.weight if weight is None else weight
     bias = conv.bias if bias is None and key == "weight" else bias
     r = weight.shape[-1]
@@ -173,10 +182,16 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
     else:
         pad = padding
     if (not ENABLED or pad is None or x.device.type != "cpu" or x.dtype != torch.float32
-            or torch.is_grad_enabled() or x.dim() != 4 or cpu_autocast_state()[0] or conv.stride != (1, 1)
-            or conv.dilation != (1, 1) or conv.groups != 1 or weight.shape[-2] != r or r not in (2, 3)
-            or conv.padding_mode != "zeros"
-            or x.shape[1] < 256):                # few input channels: the transforms cost more than they save
+            or weight.dtype != torch.float32 or torch.is_grad_enabled() or x.dim() != 4 or cpu_autocast_state()[0]
+            or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or weight.shape[-2] != r
+            or conv.padding_mode != "zeros"):
+        return _plain(x, conv, weight, bias, padding)
+    if _nnpack_pays(x, r, pad):
+        try:
+            return nnpack_conv2d(x, weight, bias, pad)
+        except RuntimeError:        # a size NNPACK does not take ("SpatialConvolution_updateOutput failed")
+            pass
+    if r not in (2, 3) or x.shape[1] < 256:    # few input channels: the transforms cost more than they save
         return _plain(x, conv, weight, bias, padding)
     a = m + r - 1
     tiles = -(-(x.shape[2] + 2 * pad - r + 1) // m) * -(-(x.shape[3] + 2 * pad - r + 1) // m)
@@ -189,6 +204,98 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
     if x.shape[0] <= step:
         return winograd_conv2d(x, U, bias, m, r, pad)
     return torch.cat([winograd_conv2d(part, U, bias, m, r, pad) for part in x.split(step)])
+
+
+def _nnpack_pays(x: torch.Tensor, r: int, pad: int) -> bool:
+    """NNPACK for 2x2 to 7x7 kernels on outputs of NNPACK_MIN_PIXELS or more, when the frames keep at least half
+    of the torch threads busy (one frame per thread; NNPACK itself runs on one thread, about twice as fast per
+    core as oneDNN's direct convolution at these sizes)."""
+    if not (NNPACK_ENABLED and 2 <= r <= 7 and pad < r):
+        return False
+    if (x.shape[2] + 2 * pad - r + 1) * (x.shape[3] + 2 * pad - r + 1) < NNPACK_MIN_PIXELS:
+        return False
+    threads = torch.get_num_threads()
+    return 2 * min(x.shape[0], threads) >= threads and nnpack_available()
+
+
+_nnpack_lock = threading.Lock()
+_nnpack_state: list[bool] = []          # [available] once checked
+
+
+def nnpack_available() -> bool:
+    """Whether ``torch._nnpack_spatial_convolution`` works here (NNPACK is compiled into PyTorch's Linux and
+    macOS x86-64 builds). The first call initialises NNPACK and runs one tiny convolution with one torch thread:
+    PyTorch creates NNPACK's thread pool at its first convolution with the thread count of that moment, and a
+    one-thread pool runs each call on the calling thread, so frames can run side by side (``map_frames``)."""
+    with _nnpack_lock:
+        if not _nnpack_state:
+            ok = False
+            if NNPACK_ENABLED and hasattr(torch, "_nnpack_spatial_convolution"):
+                threads = torch.get_num_threads()
+                try:
+                    if torch.backends.nnpack.is_available():          # initialises NNPACK
+                        torch.set_num_threads(1)
+                        with torch.no_grad():
+                            y = torch._nnpack_spatial_convolution(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3),
+                                                                  None, [1, 1])
+                        ok = y.shape == (1, 1, 4, 4) and float(y[0, 0, 1, 1]) == 9.0
+                except RuntimeError:
+                    ok = False
+                finally:
+                    torch.set_num_threads(threads)
+            _nnpack_state.append(ok)
+        return _nnpack_state[0]
+
+
+def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, float32, CPU) by NNPACK, one frame per call and
+    frames side by side (``map_frames``). NNPACK picks the algorithm: Winograd F(6x6, 3x3) for 3x3 kernels
+    (about 1e-5 relative to the largest output), FFT for the others (about 3e-7)."""
+    weight = weight.contiguous()
+    frames = x.contiguous().split(1)
+
+    def one(frame: torch.Tensor) -> torch.Tensor:
+        return torch._nnpack_spatial_convolution(frame, weight, bias, [padding, padding])
+
+    if len(frames) == 1:
+        return one(frames[0])
+    return torch.cat(map_frames(one, frames))
+
+
+_frame_pool: ThreadPoolExecutor | None = None
+_frame_pool_workers = 0
+
+
+def map_frames(fn, items) -> list:
+    """``[fn(item) for item in items]``, side by side on up to ``torch.get_num_threads()`` worker threads, each
+    with one torch thread and the caller's grad, inference and autocast modes; the caller's thread count is
+    restored afterwards. With one torch thread (for instance inside a worker) or one item, in order here."""
+    global _frame_pool, _frame_pool_workers
+    items = list(items)
+    threads = torch.get_num_threads()
+    if threads < 2 or len(items) < 2:
+        return [fn(item) for item in items]
+    workers = min(threads, len(items))
+    if _frame_pool is None or _frame_pool_workers != workers:
+        if _frame_pool is not None:
+            _frame_pool.shutdown(wait=False)
+        _frame_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facesynth-frames")
+        _frame_pool_workers = workers
+    grad = torch.is_grad_enabled()
+    inference = torch.is_inference_mode_enabled()
+    amp = cpu_autocast_state()
+
+    def job(item):
+        # grad, inference and autocast modes are per thread: carry the caller's over
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad), \
+                torch.autocast("cpu", dtype=amp[1], enabled=amp[0]):
+            return fn(item)
+
+    torch.set_num_threads(1)
+    try:
+        return list(_frame_pool.map(job, items))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _plain(x, conv, weight, bias, padding):

@@ -241,7 +241,7 @@ def test_the_frames_decoded_side_by_side_keep_the_callers_modes(model, source, d
             video = animate(model, source, driving, batch_size=3, autocast=autocast)
             assert video.dtype == torch.float32 and video.shape == driving.shape
             assert len(seen) == driving.shape[0]
-            assert all(name.startswith("facesynth-decode") for name, *_ in seen)
+            assert all(name.startswith("facesynth-frames") for name, *_ in seen)
             assert all(inference and amp[0] == autocast and n == 1 for _, inference, amp, n in seen)
             assert all(amp[1] == dtype for _, _, amp, _ in seen) if autocast else True
             assert torch.get_num_threads() == 2

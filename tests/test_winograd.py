@@ -49,6 +49,7 @@ def _big_conv(c=256, co=64, seed=1):
 
 
 def test_conv2d_uses_winograd_only_where_it_pays(monkeypatch):
+    monkeypatch.setattr(winograd, "NNPACK_ENABLED", False)       # NNPACK would take these sizes first
     conv, x = _big_conv()
     calls = []
     real = winograd.winograd_conv2d
@@ -67,6 +68,83 @@ def test_conv2d_uses_winograd_only_where_it_pays(monkeypatch):
         winograd.conv2d(x[:, :128], nn.Conv2d(128, 8, 3, padding=1))
         winograd.conv2d(x[:, :, :8, :8], conv)
     assert calls == [1]
+
+
+needs_nnpack = pytest.mark.skipif(not winograd.nnpack_available(), reason="this PyTorch build has no NNPACK")
+
+
+@needs_nnpack
+@pytest.mark.parametrize("r, pad, tol", [(3, 1, 5e-5), (7, 3, 1e-6), (2, 0, 1e-6), (7, 0, 1e-6)])
+def test_conv2d_uses_nnpack_frame_by_frame_where_it_pays(monkeypatch, r, pad, tol):
+    """3x3 kernels by NNPACK's Winograd F(6x6, 3x3), the others by its FFT: within ``tol`` of the direct
+    convolution relative to the largest output, one call per frame, with the caller's thread count restored."""
+    torch.manual_seed(r)
+    conv = nn.Conv2d(24, 10, r, padding=pad)
+    x = torch.randn(3, 24, 34, 31)
+    calls = []
+    real = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(a[0].shape) or real(*a))
+    expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=pad)
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        y = winograd.conv2d(x, conv)
+    assert torch.get_num_threads() == threads
+    assert calls == [(1, 24, 34, 31)] * 3
+    assert y.shape == expected.shape and y.dtype == torch.float32
+    assert (y.double() - expected).abs().max() / expected.abs().max() < tol
+
+
+@needs_nnpack
+def test_conv2d_keeps_nnpack_for_what_it_does_well(monkeypatch):
+    calls = []
+    real = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(1) or real(*a))
+    conv = nn.Conv2d(16, 8, 3, padding=1)
+    x = torch.randn(2, 16, 32, 32)
+    y = winograd.conv2d(x, conv)                                        # autograd: the plain convolution
+    assert y.requires_grad and calls == []
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert winograd.conv2d(x, conv).dtype == torch.bfloat16
+        winograd.conv2d(x[:, :, :20, :20], conv)                          # 400 output pixels: batched oneDNN
+        winograd.conv2d(x, nn.Conv2d(16, 8, 1))                           # 1x1: a matrix product already
+        winograd.conv2d(x.double(), nn.Conv2d(16, 8, 3, padding=1).double())
+        assert calls == []
+        monkeypatch.setattr(winograd, "NNPACK_ENABLED", False)
+        winograd.conv2d(x, conv)
+        assert calls == []
+
+
+@needs_nnpack
+def test_conv2d_falls_back_when_nnpack_refuses(monkeypatch):
+    def refuse(*args):
+        raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
+
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
+    conv = nn.Conv2d(16, 8, 3, padding=1)
+    x = torch.randn(2, 16, 32, 32)
+    with torch.inference_mode():
+        y = winograd.conv2d(x, conv)
+    torch.testing.assert_close(y, F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-5)
+
+
+def test_map_frames_runs_side_by_side_in_order_with_the_callers_modes():
+    import threading
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            seen = winograd.map_frames(lambda i: (i, threading.current_thread().name, torch.get_num_threads(),
+                                                  torch.is_inference_mode_enabled()), range(5))
+        assert [s[0] for s in seen] == list(range(5))
+        assert all(name.startswith("facesynth-frames") and n == 1 and inference for _, name, n, inference in seen)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        seen = winograd.map_frames(lambda i: threading.current_thread().name, range(3))
+        assert seen == [threading.current_thread().name] * 3                 # one thread: in order, here
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_transformed_kernel_follows_the_weight():
@@ -108,16 +186,23 @@ def test_resblock_inference_equals_the_training_graph():
     assert (y - expected).abs().max() / expected.abs().max() < 1e-5
 
 
-def test_upblock_inference_equals_upsampling_then_conv():
+@pytest.mark.parametrize("nnpack", [True, False])
+def test_upblock_inference_equals_upsampling_then_conv(monkeypatch, nnpack):
+    """BatchNorm folded into the four phase kernels, run by NNPACK (FFT) or by Winograd F(4x4, 2x2)."""
     from facesynth.reenact.model import UpBlock
 
+    monkeypatch.setattr(winograd, "NNPACK_ENABLED", nnpack)
     torch.manual_seed(0)
     block = UpBlock(256, 32).eval()
+    with torch.no_grad():
+        block.norm.running_mean.uniform_(-0.5, 0.5)
+        block.norm.running_var.uniform_(0.5, 2)
     x = torch.randn(1, 256, 48, 48)
     expected = block(x)
     with torch.inference_mode():
         y = block(x)
-    assert "winograd-phases-4" in block.conv.__dict__["_facesynth_cache"]
+    cache = block.conv.__dict__["_facesynth_cache"]
+    assert "phases-folded" in cache and ("winograd-phases-folded-4" in cache) != (nnpack and winograd.nnpack_available())
     assert (y - expected).abs().max() / expected.abs().max() < 1e-5
 
 

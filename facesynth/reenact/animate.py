@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Union
 
 import numpy as np
@@ -29,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from facesynth.errors import NoFaceError
-from facesynth.gpu import cpu_autocast_state, cpu_has_native_bf16
+from facesynth import winograd
+from facesynth.gpu import cpu_has_native_bf16
 from facesynth.reenact.model import KP, OcclusionAwareGenerator
 
 __all__ = ["normalize_kp", "animate", "iter_animate", "find_best_frame", "default_batch_size", "hull_area",
@@ -257,42 +257,17 @@ def _generate(generator: OcclusionAwareGenerator, source: torch.Tensor, features
     return _decode(generator, out)
 
 
-_decode_pool: tuple[ThreadPoolExecutor, int] | None = None      # (pool, its workers)
-
-
 def _decode_frames(generator: OcclusionAwareGenerator, frames: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-    """``_decode`` of each (1, C, h, w) frame. With several torch threads, frames are decoded side by side, one
-    torch thread each (about 10 % faster on 2 cores than both threads on one frame: the Winograd transforms are
-    memory-bound and gain little from a second thread); the thread count is restored afterwards."""
-    global _decode_pool
-    threads = torch.get_num_threads()
-    if threads < 2 or len(frames) < 2:
-        return [_decode(generator, f) for f in frames]
-    workers = min(threads, len(frames))
-    if _decode_pool is None or _decode_pool[1] < workers:
-        _decode_pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facesynth-decode"), workers)
-    grad = torch.is_grad_enabled()
-    inference = torch.is_inference_mode_enabled()
-    amp = cpu_autocast_state()
-
-    def job(frame: torch.Tensor) -> torch.Tensor:
-        # grad, inference and autocast modes are per thread: carry the caller's over
-        with torch.inference_mode(inference), torch.set_grad_enabled(grad), \
-                torch.autocast("cpu", dtype=amp[1], enabled=amp[0]):
-            return _decode(generator, frame)
-
-    torch.set_num_threads(1)
-    try:
-        return list(_decode_pool[0].map(job, frames))
-    finally:
-        torch.set_num_threads(threads)
+    """``_decode`` of each (1, C, h, w) frame; with several torch threads, frames side by side with one torch
+    thread each (``winograd.map_frames``): the per-frame convolutions (NNPACK, Winograd) run on one thread."""
+    return winograd.map_frames(lambda frame: _decode(generator, frame), frames)
 
 
 def _decode(generator: OcclusionAwareGenerator, out: torch.Tensor) -> torch.Tensor:
     out = generator.bottleneck(out)
     for block in generator.up_blocks:
         out = block(out)
-    return torch.sigmoid(generator.final(out))
+    return torch.sigmoid(generator.final_conv(out))
 
 
 def _encode(generator: OcclusionAwareGenerator, source: torch.Tensor) -> torch.Tensor:

@@ -107,7 +107,12 @@ class SameBlock(nn.Module):
         self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding)
         self.norm = nn.BatchNorm2d(out_features)
 
+    fast = True      # without autograd: BatchNorm folded into the conv, which runs by ``winograd.conv2d``
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast and not torch.is_grad_enabled() and not self.norm.training:
+            weight, bias = winograd.folded(self.conv, self.norm)
+            return winograd.conv2d(x, self.conv, weight, bias, key="folded").relu_()
         return F.relu(self.norm(self.conv(x)))
 
 
@@ -131,7 +136,11 @@ class UpBlock(SameBlock):
         if (self.fast and not torch.is_grad_enabled() and conv.kernel_size == (3, 3)
                 and conv.padding == (1, 1)):
             if x.shape[2] * x.shape[3] >= 16 or x.device.type != "cpu":
-                return F.relu(self.norm(upsample_conv3x3(x, conv.weight, conv.bias, _phase_kernels(conv), conv)))
+                if self.norm.training:
+                    return F.relu(self.norm(upsample_conv3x3(x, conv.weight, conv.bias, _phase_kernels(conv), conv)))
+                weight, bias = winograd.folded(conv, self.norm)        # BatchNorm folded into the conv
+                kernels = winograd.cached(conv, "phases-folded", (weight,), lambda: phase_kernels(weight))
+                return upsample_conv3x3(x, weight, bias, kernels, conv, key="phases-folded").relu_()
         return super().forward(F.interpolate(x, scale_factor=2))
 
 
@@ -145,7 +154,8 @@ def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
 
 
 def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     kernels: torch.Tensor | None = None, conv: nn.Conv2d | None = None) -> torch.Tensor:
+                     kernels: torch.Tensor | None = None, conv: nn.Conv2d | None = None,
+                     key: str = "phases") -> torch.Tensor:
     """``conv2d(interpolate(x, scale_factor=2), weight, bias, padding=1)`` (nearest) without the upsampling.
 
     Output pixel (2i + a, 2j + b) sees, through the 3x3 kernel, only the 2x2 input pixels around (i, j) on the
@@ -162,7 +172,7 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if conv is None:
         phases = F.conv2d(padded, kernels)
     else:
-        phases = winograd.conv2d(padded, conv, kernels, key="phases", padding=0)
+        phases = winograd.conv2d(padded, conv, kernels, key=key, padding=0)
     out = phases.new_empty(n, k, 2 * h, 2 * w)
     for p, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         out[:, :, a::2, b::2] = phases[:, p * k:(p + 1) * k, a:a + h, b:b + w]
@@ -284,16 +294,20 @@ class KPDetector(nn.Module):
         if scale_factor != 1:
             self.down = AntiAliasDownsample(num_channels, scale_factor)
 
+    fast = True      # without autograd: the 7x7 heads by ``winograd.conv2d`` (``set_fast_inference``)
+
     def forward(self, frames: torch.Tensor) -> KP:
         x = self.down(frames) if self.scale_factor != 1 else frames
         features = self.predictor(x)
-        logits = self.kp(features)
+        fast = self.fast and not torch.is_grad_enabled()
+        logits = winograd.conv2d(features, self.kp) if fast else self.kp(features)
         b, k, h, w = logits.shape
         heatmap = F.softmax(logits.view(b, k, h * w) / self.temperature, dim=2).view(b, k, h, w)
         grid = coordinate_grid(h, w, heatmap.dtype, heatmap.device)
         out = {"value": (heatmap.unsqueeze(-1) * grid).sum(dim=(2, 3))}
         if self.jacobian is not None:
-            maps = self.jacobian(features).reshape(b, self.num_jacobian_maps, 4, h, w)
+            maps = winograd.conv2d(features, self.jacobian) if fast else self.jacobian(features)
+            maps = maps.reshape(b, self.num_jacobian_maps, 4, h, w)
             jacobian = (heatmap.unsqueeze(2) * maps).view(b, k, 4, h * w).sum(dim=-1)
             out["jacobian"] = jacobian.view(b, k, 2, 2)
         return out
@@ -347,7 +361,8 @@ class DenseMotionNetwork(nn.Module):
                                                                         self.occlusion.weight, self.occlusion.bias),
                                            lambda: (torch.cat([self.mask.weight, self.occlusion.weight]),
                                                     torch.cat([self.mask.bias, self.occlusion.bias])))
-            logits, occlusion = self.mask._conv_forward(features, weight, bias).split([k1, 1], dim=1)
+            logits, occlusion = winograd.conv2d(features, self.mask, weight, bias,
+                                                key="with-occlusion").split([k1, 1], dim=1)
         else:
             logits = self.mask(features)
             if self.occlusion is not None:
@@ -427,8 +442,14 @@ class OcclusionAwareGenerator(nn.Module):
         out = self.bottleneck(out)
         for block in self.up_blocks:
             out = block(out)
-        result["prediction"] = torch.sigmoid(self.final(out))
+        result["prediction"] = torch.sigmoid(self.final_conv(out))
         return result
+
+    fast = True      # without autograd: the final conv by ``winograd.conv2d`` (``set_fast_inference``)
+
+    def final_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.final(x)``; without autograd by ``winograd.conv2d`` (NNPACK's FFT on a CPU)."""
+        return winograd.conv2d(x, self.final) if self.fast and not torch.is_grad_enabled() else self.final(x)
 
     def warp(self, x: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
         """Sample ``x`` (B, C, H, W) at ``deformation`` (B, h, w, 2), resized bilinearly to H x W if needed."""
