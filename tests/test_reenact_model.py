@@ -260,8 +260,9 @@ def test_the_small_checkpoint_is_in_the_legacy_pre_zip_format():
     assert not zipfile.is_zipfile(SMALL_CHECKPOINT)
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 8, 8), (1, 3, 5, 7)])
+@pytest.mark.parametrize("shape", [(2, 5, 8, 8), (1, 3, 5, 7), (1, 6, 2, 2), (2, 3, 12, 9)])
 def test_upsample_conv3x3_equals_nearest_upsampling_then_the_conv(shape):
+    """Maps of 64 pixels or less take each phase by its own conv, larger ones one conv of the four phases."""
     from facesynth.reenact.model import upsample_conv3x3
 
     g = torch.Generator().manual_seed(0)
@@ -271,6 +272,20 @@ def test_upsample_conv3x3_equals_nearest_upsampling_then_the_conv(shape):
     out = upsample_conv3x3(x, weight, bias)
     assert out.shape == expected.shape == (shape[0], 4, 2 * shape[2], 2 * shape[3])
     assert (out - expected).abs().max() <= 1e-5
+
+
+def test_antialias_downsample_computes_only_the_kept_positions_without_autograd():
+    from facesynth.reenact.model import AntiAliasDownsample
+
+    down = AntiAliasDownsample(3, 0.25)
+    x = torch.rand(2, 3, 70, 61)
+    official = down(x)                                       # autograd on: blur everything, then subsample
+    assert official.shape == (2, 3, 18, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(down(x), official, rtol=0, atol=1e-6)
+        one = down(x[:1].expand(4, -1, -1, -1))              # an expanded frame is blurred once
+    assert one.shape == (4, 3, 18, 16) and one.stride(0) == 0
+    torch.testing.assert_close(one[3], official[0], rtol=0, atol=1e-6)
 
 
 def test_inference_uses_the_phase_conv_and_training_the_official_two_steps(small_model, reference):
