@@ -14,12 +14,13 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
   (relative movement and jacobian, adapt_movement_scale) and ``model.generate`` on that one frame, which runs
   the whole generator and so re-encodes the unchanging source every frame; predictions go to the CPU as
   numpy, as the official loop does. fp32 everywhere (the official demo has no autocast), the official op
-  sequence (``set_fast_inference(False)``: no folded BatchNorm, no phase or Winograd convolutions). It is a rewrite of the official loop with
-  the official op sequence, not the official code; the official code itself was timed side by side in a
+  sequence (``set_fast_inference(False)``: no folded BatchNorm, no phase, NNPACK or Winograd convolutions). It
+  is a rewrite of the official loop with the official op sequence, not the official code; the official code itself was timed side by side in a
   scratch folder outside the project (README, "Face reenactment").
 * ``batched``: ``iter_animate`` (relative, adapt_movement_scale) at each batch size, outputs moved to the CPU
-  batch by batch; the source is encoded once; on CPU the key points and dense motion run per batch and the
-  decoder (Winograd F(4x4, 3x3) bottleneck, phase-folded upsampling) one frame at a time. On CUDA autocast is on (its default); one extra record at the
+  batch by batch; the source is encoded once; on CPU the key points and dense motion run per batch (their
+  convolutions at 24x24 and larger by NNPACK, frame by frame side by side) and the decoder (NNPACK convolutions,
+  phase-folded upsampling) one frame per thread. On CUDA autocast is on (its default); one extra record at the
   largest batch with ``autocast=False`` gives the fp32 figure. ``batch: "auto"`` is ``default_batch_size``.
 * fps: driving frames / seconds, after a warm-up call (on CPU one frame, on GPU one batch); the driving
   frames are decoded and resized before timing. Each batched child also times the per-frame loop right after
@@ -38,12 +39,15 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
   held every frame would have failed that test (not with --quick's 8 vs 32 frames; yes from --frames 32 on);
   ``rss_trajectory`` (peak and current RSS after each batch) shows the flat current RSS directly.
 
-* ``profile`` (skip with ``--no-profile``): one more child at the largest batch, fp32: torch.profiler's top ops by
+* ``profile`` (skip with ``--no-profile``): one more child at the largest batch, fp32, on a CPU with one torch
+  thread (so every part runs on the calling thread and the matmul peak is one core's): torch.profiler's top ops by
   self CPU time, and per part (the key point detector; the generator's dense motion network, first block, down
-  blocks, bottleneck, up blocks, final conv) seconds per frame, GFLOP per frame (torch's FlopCounterMode: the
-  operations executed, so a Winograd convolution counts its matrix products, about 4x fewer than the direct
-  convolution) and GFLOP/s, beside a 2048x2048 fp32 matmul's GFLOP/s on the same threads (the achievable
-  peak); printed too.
+  blocks, bottleneck, up blocks, final conv) seconds per frame, GFLOP per frame and GFLOP/s, beside a 2048x2048
+  fp32 matmul's GFLOP/s on the same threads (the achievable peak); printed too. The GFLOP are those of direct
+  convolutions in the inference op sequence (upsampling folded into the phase kernels, BatchNorm folded),
+  counted by torch's FlopCounterMode in a pass with NNPACK and Winograd off (``winograd.ENABLED``): NNPACK's
+  Winograd and FFT convolutions run inside one op that FlopCounterMode does not see, and they execute 2-5x fewer
+  multiplications. So the GFLOP/s are direct-convolution-equivalent and can exceed the matmul's.
 
 ``--quick`` (8 frames, batches 1, 4, 8 on CPU): about 2-3 minutes on 2 CPU cores. vox-256 runs at roughly
 0.7 s per frame frame-by-frame on such a CPU, so the default (32 frames) takes several minutes.
@@ -127,7 +131,7 @@ def _sync(device) -> None:
 def per_frame_loop(model, source, driving, timing: dict | None = None) -> list:
     """The official ``make_animation`` loop (relative, adapt_movement_scale) with our modules, one frame at a time,
     with the official op sequence: ``set_fast_inference(False)`` (nearest upsampling, then the 3x3 conv; BatchNorm,
-    ReLU, conv in the residual blocks; separate 7x7 heads; every convolution direct, no Winograd)."""
+    ReLU, conv in the residual blocks; separate 7x7 heads; every convolution direct: no NNPACK, no Winograd)."""
     from facesynth.reenact.model import set_fast_inference
 
     predictions = []
@@ -167,16 +171,31 @@ def _official_loop(model, source, driving, timing, predictions) -> None:
 
 def profile_animate(model, source, driving, batch: int, top: int = 12) -> dict:
     """Where ``iter_animate``'s time goes: torch.profiler's top ops by self time, and per module (the key point
-    detector and the generator's parts) wall seconds, GFLOP (torch's FlopCounterMode) and GFLOP/s, beside a large
-    fp32 matmul's GFLOP/s on the same threads (the machine's achievable peak)."""
+    detector and the generator's parts) wall seconds, direct-convolution GFLOP (torch's FlopCounterMode, counted
+    with NNPACK and Winograd off) and GFLOP/s, beside a large fp32 matmul's GFLOP/s on the same threads (the
+    machine's achievable peak). On a CPU with one torch thread (see below)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from facesynth.reenact import iter_animate
 
     def run():
         for out in iter_animate(model, source, driving, batch_size=batch):
             out.cpu()
+
+    threads = torch.get_num_threads()
+    if model.device.type == "cpu":
+        # one torch thread: every part then runs on this thread (with more, the decoder runs frames side by side
+        # on worker threads, whose seconds would overlap), and the matmul peak is one core's
+        torch.set_num_threads(1)
+    try:
+        return _profile_parts(model, run, batch, driving.shape[0], top)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _profile_parts(model, run, batch: int, n: int, top: int) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     run()                                                            # warm-up
     parts = [("kp_detector", model.kp_detector)]
@@ -215,25 +234,31 @@ def profile_animate(model, source, driving, batch: int, top: int = 12) -> dict:
             flops[name] += c.get_total_flops()        # entering again clears the counts: add them up per call
         return hook
 
-    for i, (name, module) in enumerate(parts):                      # FLOPs: one counted pass per part
-        counter[i] = FlopCounterMode(display=False)
-        handles = [module.register_forward_pre_hook(lambda m, a, c=counter[i]: c.__enter__() and None),
-                   module.register_forward_hook(count_exit(name, counter[i]))]
-        try:
-            run()
-        finally:
-            for h in handles:
-                h.remove()
+    from facesynth import winograd
+
+    enabled, winograd.ENABLED = winograd.ENABLED, False       # direct convolutions: FLOPs FlopCounterMode sees
+    try:
+        for i, (name, module) in enumerate(parts):                  # FLOPs: one counted pass per part
+            counter[i] = FlopCounterMode(display=False)
+            handles = [module.register_forward_pre_hook(lambda m, a, c=counter[i]: c.__enter__() and None),
+                       module.register_forward_hook(count_exit(name, counter[i]))]
+            try:
+                run()
+            finally:
+                for h in handles:
+                    h.remove()
+    finally:
+        winograd.ENABLED = enabled
     peak = matmul_gflops(model.device)
     ops = top_ops(run, top)
-    n = driving.shape[0]
     modules = {name: {"s_per_frame": round(seconds[name] / n, 4), "share": round(seconds[name] / total, 3),
                       "gflop_per_frame": round(flops[name] / n / 1e9, 2),
                       "gflops": round(flops[name] / seconds[name] / 1e9, 1) if seconds[name] else None}
                for name in seconds}
     return {"profile": {
-        "batch": batch, "frames": n, "s_per_frame": round(total / n, 4),
+        "batch": batch, "frames": n, "torch_threads": torch.get_num_threads(), "s_per_frame": round(total / n, 4),
         "gflop_per_frame": round(sum(flops.values()) / n / 1e9, 2),
+        "gflop_counted": "direct convolutions of the inference op sequence (NNPACK and Winograd off)",
         "gflops": round(sum(flops.values()) / total / 1e9, 1),
         "matmul_2048_fp32_gflops": peak,
         "modules": modules,

@@ -35,8 +35,8 @@ from torch import nn
 
 from facesynth.gpu import cpu_autocast_state
 
-__all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "cached", "version", "folded",
-           "fold_batchnorm", "set_fast_inference", "map_frames", "nnpack_available", "WINOGRAD_MIN_TILES",
+__all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "Conv2d", "cached", "version", "folded",
+           "fold_batchnorm", "set_fast_inference", "map_frames", "nnpack_available", "nnpack_takes", "WINOGRAD_MIN_TILES",
            "NNPACK_MIN_PIXELS"]
 
 # FACESYNTH_WINOGRAD=0 turns the Winograd path off (every convolution then runs as F.conv2d)
@@ -176,15 +176,8 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
     weight = conv.weight if weight is None else weight
     bias = conv.bias if bias is None and key == "weight" else bias
     r = weight.shape[-1]
-    if padding is None:
-        pads = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
-        pad = pads[0] if isinstance(pads[0], int) and pads[0] == pads[1] else None
-    else:
-        pad = padding
-    if (not ENABLED or pad is None or x.device.type != "cpu" or x.dtype != torch.float32
-            or weight.dtype != torch.float32 or torch.is_grad_enabled() or x.dim() != 4 or cpu_autocast_state()[0]
-            or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or weight.shape[-2] != r
-            or conv.padding_mode != "zeros"):
+    pad = _padding(conv, padding)
+    if not _eligible(x, conv, weight, pad):
         return _plain(x, conv, weight, bias, padding)
     if _nnpack_pays(x, r, pad):
         try:
@@ -206,11 +199,45 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
     return torch.cat([winograd_conv2d(part, U, bias, m, r, pad) for part in x.split(step)])
 
 
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state-dict keys) whose forward without autograd is ``conv2d`` above:
+    NNPACK or Winograd where they pay. ``fast = False`` (``set_fast_inference``) keeps ``nn.Conv2d.forward``."""
+
+    fast = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast and not torch.is_grad_enabled():
+            return conv2d(x, self)
+        return super().forward(x)
+
+
+def _padding(conv: nn.Conv2d, padding: int | None) -> int | None:
+    if padding is not None:
+        return padding
+    pads = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
+    return pads[0] if isinstance(pads[0], int) and pads[0] == pads[1] else None
+
+
+def _eligible(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, pad: int | None) -> bool:
+    """CPU, float32, no autograd or autocast, a plain stride-1 convolution with square kernel and padding."""
+    return not (not ENABLED or pad is None or x.device.type != "cpu" or x.dtype != torch.float32
+                or weight.dtype != torch.float32 or torch.is_grad_enabled() or x.dim() != 4
+                or cpu_autocast_state()[0] or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
+                or weight.shape[-2] != weight.shape[-1] or conv.padding_mode != "zeros")
+
+
+def nnpack_takes(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, padding: int) -> bool:
+    """Whether ``conv2d(x, conv, weight, padding=padding)`` runs by NNPACK."""
+    return _eligible(x, conv, weight, padding) and _nnpack_pays(x, weight.shape[-1], padding)
+
+
 def _nnpack_pays(x: torch.Tensor, r: int, pad: int) -> bool:
     """NNPACK for 2x2 to 7x7 kernels on outputs of NNPACK_MIN_PIXELS or more, when the frames keep at least half
     of the torch threads busy (one frame per thread; NNPACK itself runs on one thread, about twice as fast per
-    core as oneDNN's direct convolution at these sizes)."""
-    if not (NNPACK_ENABLED and 2 <= r <= 7 and pad < r):
+    core as oneDNN's direct convolution at these sizes), and for NCHW inputs only: NNPACK takes nothing else, and
+    a channels-last network (Wav2Lip's ``InferenceWav2Lip``) is as fast on oneDNN as it would be with the layout
+    changes around NNPACK (measured)."""
+    if not (NNPACK_ENABLED and 2 <= r <= 7 and pad < r and x.is_contiguous()):
         return False
     if (x.shape[2] + 2 * pad - r + 1) * (x.shape[3] + 2 * pad - r + 1) < NNPACK_MIN_PIXELS:
         return False

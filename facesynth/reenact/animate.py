@@ -267,7 +267,7 @@ def _decode(generator: OcclusionAwareGenerator, out: torch.Tensor) -> torch.Tens
     out = generator.bottleneck(out)
     for block in generator.up_blocks:
         out = block(out)
-    return torch.sigmoid(generator.final_conv(out))
+    return torch.sigmoid(generator.final(out))
 
 
 def _encode(generator: OcclusionAwareGenerator, source: torch.Tensor) -> torch.Tensor:
