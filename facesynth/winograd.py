@@ -13,12 +13,21 @@ Algorithms for Convolutional Neural Networks", 2016): ``Aᵀ[i, j] = p_j^i``, ``
 and ``Bᵀ`` solved from the identity itself, in float64. In float32 the result differs from the direct
 convolution by less than 1e-5 relative to the largest output (tests/test_winograd.py measures it).
 
-``conv2d(x, conv)`` picks the path: Winograd F(4x4, r x r) only on a CPU, in float32, without autograd or
-autocast, for stride-1 3x3 or 2x2 kernels with 256 or more input channels and at least 128 tiles per matrix
-product (below that the transforms, written as PyTorch ops, cost more than the multiplications they save);
-frames go in chunks whose transformed tiles stay in the cache. Otherwise the convolution runs as it would
-(``F.conv2d``). ``FACESYNTH_WINOGRAD=0`` turns the Winograd path off everywhere. The transformed kernels are
-cached on the module and rebuilt when its weight changes (in place or replaced).
+``conv2d(x, conv)`` picks the path, on a CPU in float32 without autograd or autocast, for stride-1 convolutions:
+
+* NNPACK (compiled into PyTorch's Linux x86-64 builds; where it is missing, the paths below run), for 2x2 to 7x7 kernels on NCHW inputs whose
+  outputs have 576 pixels (24x24) or more: one call per frame on one thread, frames side by side on worker
+  threads (``map_frames``). NNPACK runs 3x3 kernels by Winograd F(6x6, 3x3) (about 1e-5 relative to the largest
+  output) and the others by FFT (about 3e-7). On one core of this project's 2-core AMD EPYC it ran 1.4x to 4.9x
+  faster than oneDNN's direct convolution at these sizes (2026-12-07; ``tests/test_winograd.py`` checks its results, the README's
+  speed section has the measurements). ``FACESYNTH_NNPACK=0`` turns it off.
+* else Winograd F(4x4, r x r) written here, for 3x3 or 2x2 kernels with 256 or more input channels and at least
+  128 tiles per matrix product (below that the transforms, written as PyTorch ops, cost more than the
+  multiplications they save); frames go in chunks whose transformed tiles stay in the cache. The transformed
+  kernels are cached on the module and rebuilt when its weight changes (in place or replaced).
+* else the convolution as it would run (``F.conv2d``).
+
+``FACESYNTH_WINOGRAD=0`` turns both fast paths off everywhere.
 
 Shapes: x (N, C, H, W) → (N, Co, H + 2·pad − r + 1, W + 2·pad − r + 1).
 """
@@ -250,8 +259,8 @@ _nnpack_state: list[bool] = []          # [available] once checked
 
 
 def nnpack_available() -> bool:
-    """Whether ``torch._nnpack_spatial_convolution`` works here (NNPACK is compiled into PyTorch's Linux and
-    macOS x86-64 builds). The first call initialises NNPACK and runs one tiny convolution with one torch thread:
+    """Whether ``torch._nnpack_spatial_convolution`` works here (NNPACK is compiled into PyTorch's Linux x86-64
+    builds). The first call initialises NNPACK and runs one tiny convolution with one torch thread:
     PyTorch creates NNPACK's thread pool at its first convolution with the thread count of that moment, and a
     one-thread pool runs each call on the calling thread, so frames can run side by side (``map_frames``)."""
     with _nnpack_lock:

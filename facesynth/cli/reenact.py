@@ -27,7 +27,7 @@ def _add_reenact(sub) -> None:
     p.add_argument("--paste-back", action="store_true", help="paste the animated face into the full portrait")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "mixed"],
                    help="auto: mixed on GPU, fp32 on CPU (the official numbers); mixed on a CPU runs the generator "
-                        "in bf16, about twice as fast on CPUs with bf16 instructions, ~1e-3 from fp32")
+                        "in bf16, ~1e-3 from fp32 and no faster than fp32 there (its NNPACK convolutions)")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
 

@@ -9,8 +9,8 @@ points; the generator then moves the source to them. In absolute mode the drivin
 What differs is only how it runs: the source is encoded once (key points and the generator's encoder features),
 the driving frames go through the key point detector and the generator in batches under ``torch.inference_mode``
 (with autocast on GPU; on a CPU the decoder, from the bottleneck on, runs one frame at a time so its large
-activations stay in the cache, with the inference paths of ``reenact.model.set_fast_inference``: Winograd 3x3
-convolutions, folded BatchNorm and upsampling), and a driving video may be any iterable of frames, so long
+activations stay in the cache, frames side by side on one thread each, with the inference paths of
+``reenact.model.set_fast_inference``: NNPACK or Winograd convolutions, folded BatchNorm and upsampling), and a driving video may be any iterable of frames, so long
 videos stream through ``iter_animate`` in constant memory. Per frame, the numbers equal the official per-frame
 loop up to float rounding (tests/test_reenact_animate.py; at vox-256 size tests/test_winograd.py).
 
@@ -291,10 +291,10 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     frames is held in memory (the search needs them all first); a tensor, list or re-iterable clip is read twice.
     An index into a stream holds only the frames up to it. ``batch_size`` defaults to ``default_batch_size``.
     ``autocast`` (default: on GPU only) runs the networks in mixed precision; key point normalisation stays
-    float32. ``autocast=True`` on a CPU runs the generator in bf16 (about 1.3x the fp32 speed where the CPU has
-    bf16 instructions, measured on a 2-core AVX-512 EPYC; results then differ from fp32 by about 1e-3 on trained
-    weights, see bench/reenact.py) while the key point
-    detector stays fp32. Arguments are checked when the first batch is asked for (this is a generator).
+    float32. ``autocast=True`` on a CPU runs the generator in bf16 while the key point detector stays fp32: no
+    faster than the fp32 default since the fp32 convolutions run by NNPACK (0.239 vs 0.218 s/frame on a 2-core
+    AVX-512 EPYC with bf16 instructions, 2026-12-07), and results differ from fp32 by about 1e-3 on trained
+    weights (see bench/reenact.py). Arguments are checked when the first batch is asked for (this is a generator).
     """
     device = model.device
     src = _source_tensor(model, source)
