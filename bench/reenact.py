@@ -15,8 +15,8 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
   the whole generator and so re-encodes the unchanging source every frame; predictions go to the CPU as
   numpy, as the official loop does. fp32 everywhere (the official demo has no autocast), the official op
   sequence (``set_fast_inference(False)``: no folded BatchNorm, no phase, NNPACK or Winograd convolutions). It
-  is a rewrite of the official loop with the official op sequence, not the official code; the official code itself was timed side by side in a
-  scratch folder outside the project (README, "Face reenactment").
+  is a rewrite of the official loop with the official op sequence, not the official code; the official code
+  itself was timed side by side in a scratch folder outside the project (README, "Face reenactment").
 * ``batched``: ``iter_animate`` (relative, adapt_movement_scale) at each batch size, outputs moved to the CPU
   batch by batch; the source is encoded once; on CPU the key points and dense motion run per batch (their
   convolutions at 24x24 and larger by NNPACK, frame by frame side by side) and the decoder (NNPACK convolutions,

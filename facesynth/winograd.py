@@ -15,12 +15,13 @@ convolution by less than 1e-5 relative to the largest output (tests/test_winogra
 
 ``conv2d(x, conv)`` picks the path, on a CPU in float32 without autograd or autocast, for stride-1 convolutions:
 
-* NNPACK (compiled into PyTorch's Linux x86-64 builds; where it is missing, the paths below run), for 2x2 to 7x7 kernels on NCHW inputs whose
-  outputs have 576 pixels (24x24) or more: one call per frame on one thread, frames side by side on worker
-  threads (``map_frames``). NNPACK runs 3x3 kernels by Winograd F(6x6, 3x3) (about 1e-5 relative to the largest
-  output) and the others by FFT (about 3e-7). On one core of this project's 2-core AMD EPYC it ran 1.4x to 4.9x
-  faster than oneDNN's direct convolution at these sizes (2026-12-07; ``tests/test_winograd.py`` checks its results, the README's
-  speed section has the measurements). ``FACESYNTH_NNPACK=0`` turns it off.
+* NNPACK (compiled into PyTorch's Linux x86-64 builds; where it is missing, the paths below run), for 2x2 to
+  7x7 kernels on NCHW inputs whose outputs have 576 pixels (24x24) or more: one call per frame on one thread,
+  frames side by side on worker threads (``map_frames``). NNPACK runs 3x3 kernels by Winograd F(6x6, 3x3)
+  (about 1e-5 relative to the largest output) and the others by FFT (about 3e-7). On one core of this project's
+  2-core AMD EPYC it ran 1.4x to 4.9x faster than oneDNN's direct convolution at these sizes (2026-12-07).
+  ``tests/test_winograd.py`` checks its results; the README's speed section has the measurements.
+  ``FACESYNTH_NNPACK=0`` turns it off.
 * else Winograd F(4x4, r x r) written here, for 3x3 or 2x2 kernels with 256 or more input channels and at least
   128 tiles per matrix product (below that the transforms, written as PyTorch ops, cost more than the
   multiplications they save); frames go in chunks whose transformed tiles stay in the cache. The transformed
@@ -44,9 +45,9 @@ from torch import nn
 
 from facesynth.gpu import cpu_autocast_state
 
-__all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "Conv2d", "cached", "version", "folded",
-           "fold_batchnorm", "set_fast_inference", "map_frames", "nnpack_available", "nnpack_takes", "WINOGRAD_MIN_TILES",
-           "NNPACK_MIN_PIXELS"]
+__all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "Conv2d", "cached", "version",
+           "folded", "fold_batchnorm", "set_fast_inference", "map_frames", "nnpack_available", "nnpack_takes",
+           "nnpack_conv2d", "WINOGRAD_MIN_TILES", "NNPACK_MIN_PIXELS"]
 
 # FACESYNTH_WINOGRAD=0 turns the Winograd path off (every convolution then runs as F.conv2d)
 ENABLED = os.environ.get("FACESYNTH_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off")

@@ -10,8 +10,8 @@ What differs is only how it runs: the source is encoded once (key points and the
 the driving frames go through the key point detector and the generator in batches under ``torch.inference_mode``
 (with autocast on GPU; on a CPU the decoder, from the bottleneck on, runs one frame at a time so its large
 activations stay in the cache, frames side by side on one thread each, with the inference paths of
-``reenact.model.set_fast_inference``: NNPACK or Winograd convolutions, folded BatchNorm and upsampling), and a driving video may be any iterable of frames, so long
-videos stream through ``iter_animate`` in constant memory. Per frame, the numbers equal the official per-frame
+``reenact.model.set_fast_inference``: NNPACK or Winograd convolutions, folded BatchNorm and upsampling), and a
+driving video may be any iterable of frames, so long videos stream through ``iter_animate`` in constant memory. Per frame, the numbers equal the official per-frame
 loop up to float rounding (tests/test_reenact_animate.py; at vox-256 size tests/test_winograd.py).
 
 Shapes: source (1, C, H, W) or (C, H, W) float in [0, 1]; driving (T, C, H, W) float in [0, 1] or an iterable of
