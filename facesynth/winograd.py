@@ -190,10 +190,7 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None,
     if not _eligible(x, conv, weight, pad):
         return _plain(x, conv, weight, bias, padding)
     if _nnpack_pays(x, r, pad):
-        try:
-            return nnpack_conv2d(x, weight, bias, pad)
-        except RuntimeError:        # a size NNPACK does not take ("SpatialConvolution_updateOutput failed")
-            pass
+        return nnpack_conv2d(x, weight, bias, pad)
     if r not in (2, 3) or x.shape[1] < 256:    # few input channels: the transforms cost more than they save
         return _plain(x, conv, weight, bias, padding)
     a = m + r - 1
@@ -287,16 +284,18 @@ def nnpack_available() -> bool:
 def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, float32, CPU) by NNPACK, one frame per call and
     frames side by side (``map_frames``). NNPACK picks the algorithm: Winograd F(6x6, 3x3) for 3x3 kernels
-    (about 1e-5 relative to the largest output), FFT for the others (about 3e-7)."""
+    (about 1e-5 relative to the largest output), FFT for the others (about 3e-7). Where NNPACK refuses a size
+    (it raises "SpatialConvolution_updateOutput failed"), ``F.conv2d``."""
     weight = weight.contiguous()
     frames = x.contiguous().split(1)
 
     def one(frame: torch.Tensor) -> torch.Tensor:
         return torch._nnpack_spatial_convolution(frame, weight, bias, [padding, padding])
 
-    if len(frames) == 1:
-        return one(frames[0])
-    return torch.cat(map_frames(one, frames))
+    try:
+        return one(frames[0]) if len(frames) == 1 else torch.cat(map_frames(one, frames))
+    except RuntimeError:
+        return F.conv2d(x, weight, bias, padding=padding)
 
 
 _frame_pool: ThreadPoolExecutor | None = None

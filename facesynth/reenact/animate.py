@@ -11,8 +11,9 @@ the driving frames go through the key point detector and the generator in batche
 (with autocast on GPU; on a CPU the decoder, from the bottleneck on, runs one frame at a time so its large
 activations stay in the cache, frames side by side on one thread each, with the inference paths of
 ``reenact.model.set_fast_inference``: NNPACK or Winograd convolutions, folded BatchNorm and upsampling), and a
-driving video may be any iterable of frames, so long videos stream through ``iter_animate`` in constant memory. Per frame, the numbers equal the official per-frame
-loop up to float rounding (tests/test_reenact_animate.py; at vox-256 size tests/test_winograd.py).
+driving video may be any iterable of frames, so long videos stream through ``iter_animate`` in constant memory.
+Per frame, the numbers equal the official per-frame loop up to float rounding (tests/test_reenact_animate.py; at
+vox-256 size tests/test_winograd.py).
 
 Shapes: source (1, C, H, W) or (C, H, W) float in [0, 1]; driving (T, C, H, W) float in [0, 1] or an iterable of
 frames ((C, H, W) or (B, C, H, W) tensors, or uint8 H x W x 3 RGB arrays); result (T, C, H, W) float in [0, 1].
@@ -27,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facesynth.errors import NoFaceError
 from facesynth import winograd
+from facesynth.errors import NoFaceError
 from facesynth.gpu import cpu_has_native_bf16
 from facesynth.reenact.model import KP, OcclusionAwareGenerator
 
