@@ -196,8 +196,8 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                   for p, (a, b) in enumerate(order)]
     elif conv is not None and winograd.nnpack_takes(x, conv, weight, 1):
         embedded = winograd.cached(conv, f"{key}-3x3", (kernels,), lambda: phase_kernels_3x3(kernels))
-        full = winograd.nnpack_conv2d(x, embedded, None, 1)
-        phases = [full[:, p * k:(p + 1) * k] for p in range(4)]
+        full = winograd.nnpack_conv2d(x, embedded, None if bias is None else bias.repeat(4), 1)   # bias in the conv
+        phases, bias = [full[:, p * k:(p + 1) * k] for p in range(4)], None
     else:
         full = F.conv2d(padded, kernels) if conv is None else winograd.conv2d(padded, conv, kernels, key=key,
                                                                                 padding=0)
@@ -239,7 +239,7 @@ class ResBlock(nn.Module):
         """The same sums without autograd: norm2 folded into conv1, 3x3 convolutions by NNPACK or Winograd where
         that pays (``facesynth.winograd``); equal to ``forward`` up to float rounding (1e-6 to 1e-5 relative)."""
         weight, bias = winograd.folded(self.conv1, self.norm2)
-        out = winograd.conv2d(F.relu(self.norm1(x)), self.conv1, weight, bias, key="folded")
+        out = winograd.conv2d(self.norm1(x).relu_(), self.conv1, weight, bias, key="folded")
         out = winograd.conv2d(out.relu_(), self.conv2)
         return out.add_(x)
 
