@@ -293,7 +293,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     An index into a stream holds only the frames up to it. ``batch_size`` defaults to ``default_batch_size``.
     ``autocast`` (default: on GPU only) runs the networks in mixed precision; key point normalisation stays
     float32. ``autocast=True`` on a CPU runs the generator in bf16 while the key point detector stays fp32: no
-    faster than the fp32 default since the fp32 convolutions run by NNPACK (0.239 vs 0.218 s/frame on a 2-core
+    faster than the fp32 default since the fp32 convolutions run by NNPACK (0.235 vs 0.213 s/frame on a 2-core
     AVX-512 EPYC with bf16 instructions, 2026-12-07), and results differ from fp32 by about 1e-3 on trained
     weights (see bench/reenact.py). Arguments are checked when the first batch is asked for (this is a generator).
     """
