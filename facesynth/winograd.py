@@ -300,36 +300,47 @@ def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 _frame_pool: ThreadPoolExecutor | None = None
 _frame_pool_workers = 0
+_frame_pool_lock = threading.Lock()
+
+
+def _worker_pool(workers: int) -> ThreadPoolExecutor:
+    """The shared worker pool, grown (never shrunk) to at least ``workers`` threads. A pool that is replaced
+    finishes what it was given and is collected; callers never depend on its size (``map_frames`` hands it
+    exactly as many jobs as it wants threads)."""
+    global _frame_pool, _frame_pool_workers
+    with _frame_pool_lock:
+        if _frame_pool is None or _frame_pool_workers < workers:
+            _frame_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facesynth-frames")
+            _frame_pool_workers = workers
+        return _frame_pool
 
 
 def map_frames(fn, items) -> list:
     """``[fn(item) for item in items]``, side by side on up to ``torch.get_num_threads()`` worker threads, each
     with one torch thread and the caller's grad, inference and autocast modes; the caller's thread count is
-    restored afterwards. With one torch thread (for instance inside a worker) or one item, in order here."""
-    global _frame_pool, _frame_pool_workers
+    restored afterwards. The items go to the workers in contiguous runs, in order. With one torch thread (for
+    instance inside a worker) or one item, in order here."""
     items = list(items)
     threads = torch.get_num_threads()
     if threads < 2 or len(items) < 2:
         return [fn(item) for item in items]
     workers = min(threads, len(items))
-    if _frame_pool is None or _frame_pool_workers != workers:
-        if _frame_pool is not None:
-            _frame_pool.shutdown(wait=False)
-        _frame_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facesynth-frames")
-        _frame_pool_workers = workers
+    bounds = [len(items) * i // workers for i in range(workers + 1)]
+    runs = [items[bounds[i]:bounds[i + 1]] for i in range(workers)]
     grad = torch.is_grad_enabled()
     inference = torch.is_inference_mode_enabled()
     amp = cpu_autocast_state()
 
-    def job(item):
+    def job(run: list) -> list:
         # grad, inference and autocast modes are per thread: carry the caller's over
         with torch.inference_mode(inference), torch.set_grad_enabled(grad), \
                 torch.autocast("cpu", dtype=amp[1], enabled=amp[0]):
-            return fn(item)
+            return [fn(item) for item in run]
 
+    pool = _worker_pool(workers)
     torch.set_num_threads(1)
     try:
-        return list(_frame_pool.map(job, items))
+        return [out for run in pool.map(job, runs) for out in run]
     finally:
         torch.set_num_threads(threads)
 

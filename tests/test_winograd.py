@@ -140,6 +140,16 @@ def test_map_frames_runs_side_by_side_in_order_with_the_callers_modes():
         assert [s[0] for s in seen] == list(range(5))
         assert all(name.startswith("facesynth-frames") and n == 1 and inference for _, name, n, inference in seen)
         assert torch.get_num_threads() == 2
+        # callers on several threads at once, with different frame counts, share the pool safely
+        from concurrent.futures import ThreadPoolExecutor
+
+        def call(n):
+            torch.set_num_threads(2)
+            return winograd.map_frames(lambda i: i * i, range(n))
+
+        with ThreadPoolExecutor(3) as callers:
+            results = list(callers.map(call, [2, 7, 3, 5, 2, 9]))
+        assert results == [[i * i for i in range(n)] for n in [2, 7, 3, 5, 2, 9]]
         torch.set_num_threads(1)
         seen = winograd.map_frames(lambda i: threading.current_thread().name, range(3))
         assert seen == [threading.current_thread().name] * 3                 # one thread: in order, here
