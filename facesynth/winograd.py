@@ -160,7 +160,8 @@ def cached(owner: nn.Module, key: str, sources: tuple, build):
 
 def set_fast_inference(module: nn.Module, enabled: bool) -> nn.Module:
     """Switch the inference paths of every block of ``module`` that has one (a class attribute ``fast``: the
-    FOMM ResBlock, UpBlock and DenseMotionNetwork, the Wav2Lip ConvBlock) on or off. Off: the official op
+    FOMM SameBlock/DownBlock/UpBlock, ResBlock, AntiAliasDownsample and DenseMotionNetwork, ``Conv2d`` below, the
+    Wav2Lip ConvBlock) on or off. Off: the official op
     sequence, as autograd runs it. On by default."""
     for m in module.modules():
         if hasattr(type(m), "fast"):
@@ -261,6 +262,8 @@ def nnpack_available() -> bool:
     builds). The first call initialises NNPACK and runs one tiny convolution with one torch thread:
     PyTorch creates NNPACK's thread pool at its first convolution with the thread count of that moment, and a
     one-thread pool runs each call on the calling thread, so frames can run side by side (``map_frames``)."""
+    if _nnpack_state:                   # checked already: no lock on the per-convolution path
+        return _nnpack_state[0]
     with _nnpack_lock:
         if not _nnpack_state:
             ok = False
