@@ -135,13 +135,15 @@ def per_frame_loop(model, source, driving, timing: dict | None = None) -> list:
     from facesynth.reenact.model import set_fast_inference
 
     predictions = []
+    saved = [(m, m.fast) for net in (model.kp_detector, model.generator) for m in net.modules()
+             if hasattr(type(m), "fast")]
     for module in (model.kp_detector, model.generator):
         set_fast_inference(module, False)
     try:
         _official_loop(model, source, driving, timing, predictions)
     finally:
-        for module in (model.kp_detector, model.generator):
-            set_fast_inference(module, True)
+        for m, fast in saved:        # as they were (the key point detector's are off by default)
+            m.fast = fast
     return predictions
 
 

@@ -162,7 +162,7 @@ def set_fast_inference(module: nn.Module, enabled: bool) -> nn.Module:
     """Switch the inference paths of every block of ``module`` that has one (a class attribute ``fast``: the
     FOMM SameBlock/DownBlock/UpBlock, ResBlock, AntiAliasDownsample and DenseMotionNetwork, ``Conv2d`` below, the
     Wav2Lip ConvBlock) on or off. Off: the official op
-    sequence, as autograd runs it. On by default."""
+    sequence, as autograd runs it. On by default, except in the FOMM key point detector (see ``KPDetector``)."""
     for m in module.modules():
         if hasattr(type(m), "fast"):
             m.fast = enabled

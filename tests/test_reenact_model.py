@@ -304,3 +304,30 @@ def test_inference_uses_the_phase_conv_and_training_the_official_two_steps(small
     x = torch.randn(2, up.conv.in_channels, 4, 4, requires_grad=True)
     up(x).sum().backward()                  # with autograd: interpolate + conv, as the official
     assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_key_point_detector_runs_the_official_op_sequence_unless_asked():
+    """Its rounding moves every pixel of an animation, so its inference paths are off by default (KPDetector)."""
+    from facesynth.reenact.model import set_fast_inference
+
+    cfg = FOMMConfig.named("vox-256")
+    torch.manual_seed(0)
+    kp, gen = build_kp_detector(cfg).eval(), build_generator(cfg)
+    flags = [m.fast for m in kp.modules() if hasattr(type(m), "fast") and m is not kp.down]
+    assert len(flags) > 10 and not any(flags)
+    assert kp.down.fast                                          # only the kept positions: the same sums
+    assert all(m.fast for m in gen.modules() if hasattr(type(m), "fast"))
+    with torch.no_grad():
+        for m in kp.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):             # statistics that folding would change
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
+    frames = torch.rand(2, 3, 256, 256)
+    official = kp(frames)                                        # autograd on: the official op sequence
+    with torch.inference_mode():
+        default = kp(frames)
+        set_fast_inference(kp, True)
+        fast = kp(frames)
+    for key in ("value", "jacobian"):
+        assert torch.equal(default[key], official[key])
+        torch.testing.assert_close(fast[key], official[key].detach(), rtol=0, atol=1e-4)
+    assert not all(torch.equal(fast[k], official[k]) for k in ("value", "jacobian"))    # the switch does switch

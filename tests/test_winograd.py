@@ -245,8 +245,10 @@ def _calibrated_vox256(frames):
 
 @pytest.mark.slow
 def test_fast_animate_equals_the_official_op_sequence_at_vox256():
-    """The default CPU path (Winograd bottleneck and phase convolutions, folded BatchNorm, batched key points,
-    decoder per frame) against the official op sequence frame by frame, on a vox-256-sized model."""
+    """The default CPU path (NNPACK or Winograd bottleneck and phase convolutions, folded BatchNorm, batched key
+    points by the official op sequence, decoder per frame) against the official op sequence frame by frame, on a
+    vox-256-sized model. (1.1e-4 max and 4.9e-6 mean on 2026-12-07; 3.2e-4 and 8.6e-6 with the key point
+    detector's fast paths on as well.)"""
     from facesynth.media import iter_frames, read_image, to_tensor
     from facesynth.reenact import animate
     from facesynth.reenact.model import set_fast_inference
@@ -266,4 +268,4 @@ def test_fast_animate_equals_the_official_op_sequence_at_vox256():
         set_fast_inference(net, False)                   # every inference path off: the official op sequence
     official = animate(model, source, driving, batch_size=1)
     diff = (fast - official).abs()
-    assert diff.max() < 5e-4 and diff.mean() < 2e-5, (diff.max().item(), diff.mean().item())
+    assert diff.max() < 2.5e-4 and diff.mean() < 1e-5, (diff.max().item(), diff.mean().item())

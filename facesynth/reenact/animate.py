@@ -336,16 +336,19 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     features = encode()
     kp_source = kp_of(src)
     batches = _frame_batches(driving, batch_size)
-    # the initial frame's key points are needed before the first output: buffer the frames up to it
-    buffered: list[torch.Tensor] = []
+    # the initial frame's key points are needed before the first output: buffer the frames up to it; its batch's
+    # key points are computed once, for it and for that batch's frames
+    buffered: list[tuple[torch.Tensor, KP | None]] = []
     seen = 0
     kp_initial: KP | None = None
     for batch in batches:
         batch = model._frames(batch, "driving")
-        buffered.append(batch)
         if seen + batch.shape[0] > initial_index:
-            kp_initial = kp_of(batch[initial_index - seen:initial_index - seen + 1])
+            kp_batch = kp_of(batch)
+            kp_initial = {k: v[initial_index - seen:initial_index - seen + 1] for k, v in kp_batch.items()}
+            buffered.append((batch, kp_batch))
             break
+        buffered.append((batch, None))
         seen += batch.shape[0]
     if kp_initial is None:
         if seen == 0:
@@ -356,15 +359,16 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
         inverse_initial = torch.inverse(kp_initial["jacobian"]) if relative and "jacobian" in kp_initial else None
 
     @torch.inference_mode()
-    def run(frames: torch.Tensor) -> torch.Tensor:
-        kp_driving = kp_of(frames)
+    def run(frames: torch.Tensor, kp_driving: KP | None = None) -> torch.Tensor:
+        if kp_driving is None:
+            kp_driving = kp_of(frames)
         kp_norm = _normalize(kp_source, kp_driving, kp_initial, scale, relative, relative, inverse_initial)
         with amp(device, enabled=use_amp, dtype=amp_type):
             prediction = _generate(model.generator, src, features, kp_norm, kp_source)
         return prediction.float()
 
     while buffered:
-        yield run(buffered.pop(0))
+        yield run(*buffered.pop(0))
     for batch in batches:
         yield run(model._frames(batch, "driving"))
 
