@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark lip sync (Wav2Lip): the network at batch 16 and 128 against the official per-batch loop, and the
+"""Benchmark lip sync (Wav2Lip): the network at batch 32 (the default) and 128 against the official per-batch loop, and the
 whole ``lipsync`` pipeline, with peak memory and a streaming check.
 
     python bench/lipsync.py [--quick] [--frames N] [--device auto|cpu|cuda] [--threads N] [--bf16]
@@ -16,12 +16,13 @@ from a 2-second test sound, cycled. Device: ``pick_device()`` (or ``--device``).
   op sequence (``set_fast_inference(False)``: no folded BatchNorm, no Winograd). It is a rewrite of the official loop
   with the official op sequence, not the official code (which was timed side by side in a scratch folder outside
   the project: README, "Lip sync").
-* ``network-bB``: ``InferenceWav2Lip`` (BatchNorm folded, channels-last, inference mode) at batch B, the same
+* ``network-bB``: ``InferenceWav2Lip`` (BatchNorm folded, inference mode; on a CPU in fp32 NCHW with the large
+  decoder stages frame by frame on NNPACK, ``Wav2Lip.decode``; channels-last otherwise) at batch B, the same
   batch building and paste (``face_batch``, ``paste_prediction``). Each such child also times the official loop
   right after, in the same process (``paired_official``), so ``speedup_vs_official`` compares both under the
-  same machine load. ``--bf16`` adds a bfloat16-autocast record. The fp32 batch-16 child also profiles the
-  network step (``profile``): torch.profiler's top ops by self time, GFLOP per frame and GFLOP/s beside a
-  2048x2048 fp32 matmul's; printed too.
+  same machine load. ``--bf16`` adds a bfloat16-autocast record. The fp32 child at the default batch also profiles
+  the network step (``profile``): torch.profiler's top ops by self time, GFLOP per frame of the direct
+  convolutions and the direct-equivalent GFLOP/s beside a 2048x2048 fp32 matmul's; printed too.
 * ``pipeline``: ``lipsync()`` end to end on the astronaut portrait (dlib detection, mel, network, paste,
   H.264 + AAC writing) with a test sound of ``--frames`` / 25 seconds: output frames / wall seconds.
 * ``streaming``: ``lipsync()`` on the sample talking head scaled to 720p and looped to N and 4N frames, sounds as long,
@@ -142,15 +143,22 @@ def our_loop(fast, image, crop, mel, starts, batch) -> int:
 
 def _profile(fast, image, crop, mel, starts, batch, device) -> dict:
     """Where the network step's time goes: torch.profiler's top ops by self time over one pass of the frames,
-    GFLOP per frame (FlopCounterMode) and GFLOP/s, beside a 2048x2048 fp32 matmul's GFLOP/s (the peak)."""
+    GFLOP per frame of the direct convolutions (FlopCounterMode, counted with the inference paths off: it sees
+    neither inside NNPACK's op nor the frame workers' threads) and the direct-equivalent GFLOP/s, beside a
+    2048x2048 fp32 matmul's GFLOP/s (the peak)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from facesynth.lipsync import face_batch, mel_windows
+    from facesynth.lipsync.model import set_fast_inference
 
     m = min(len(starts), 4 * batch)
     counter = FlopCounterMode(display=False)
-    with counter:
-        fast(mel_windows(mel, starts[:batch]), face_batch([crop] * batch))
+    set_fast_inference(fast.net, False)
+    try:
+        with counter:
+            fast(mel_windows(mel, starts[:batch]), face_batch([crop] * batch))
+    finally:
+        set_fast_inference(fast.net, True)
     t = time.perf_counter()
     our_loop(fast, image, crop, mel, starts[:m], batch)
     seconds = time.perf_counter() - t
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer frames, a 2 s sound (~3-4 min on 2 CPU cores)")
     ap.add_argument("--device", default="auto", help="auto (pick_device), cpu, cuda, ...")
     ap.add_argument("--threads", type=int, help="torch threads in each child (default: torch's)")
-    ap.add_argument("--bf16", action="store_true", help="also measure bfloat16 autocast at batch 16")
+    ap.add_argument("--bf16", action="store_true", help="also measure bfloat16 autocast at the default batch")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file to write (default {DEFAULT_OUT})")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -299,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args.child)
 
     from facesynth.gpu import pick_device
+    from facesynth.lipsync.pipeline import DEFAULT_BATCH_SIZE as batch_default
     from facesynth.samples import ensure_samples
 
     device = pick_device(args.device)
@@ -311,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         "notes": ["official_loop: the official inference.py per-batch work (datagen batch, plain network at batch "
                   "128, numpy *255 uint8 truncation, cv2 resize + paste) rewritten with our modules and the official "
                   "op sequence (BatchNorm unfused, NCHW, no Winograd); not the official code itself",
-                  "network-bB: InferenceWav2Lip (BatchNorm folded, channels-last) + face_batch + paste_prediction",
+                  "network-bB: InferenceWav2Lip (BatchNorm folded; CPU fp32: NCHW, large decoder stages frame by "
+                  "frame on NNPACK; else channels-last) + face_batch + paste_prediction",
                   "speedup_vs_official: fps / paired_official fps, timed in the same child right after",
                   "pipeline: lipsync() end to end (dlib detection, mel, network, paste, H.264+AAC writing)",
                   "peak_rss_mib: ru_maxrss of a fresh child per configuration; timings on a shared machine are "
@@ -332,12 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         base = {"portrait": portrait, "frames": n}
         log(f"official loop, batch {OFFICIAL_BATCH}, {n} frames ...")
         configs = [{"name": "official_loop", **child({**base, "kind": "official"}, "official")}]
-        runs = [(16, "fp32"), (128, "fp32")] + ([(16, "bf16")] if args.bf16 else [])
+        runs = [(batch_default, "fp32"), (128, "fp32")] + ([(batch_default, "bf16")] if args.bf16 else [])
         for batch, precision in runs:
             name = f"network-b{batch}" + ("-bf16" if precision == "bf16" else "")
             log(f"{name}, {n} frames (+ the official loop on {min(n, 128)} frames, paired) ...")
             rec = child({**base, "kind": "network", "batch": batch, "precision": precision, "paired": 128,
-                         "profile": batch == 16 and precision == "fp32"}, name)
+                         "profile": batch == batch_default and precision == "fp32"}, name)
             configs.append({"name": name, **rec})
             log(f"{name}: {rec.get('fps')} fps (x{rec.get('speedup_vs_official')} vs paired official), "
                 f"peak {rec.get('peak_rss_mib')} MiB")
@@ -366,21 +376,21 @@ def main(argv: list[str] | None = None) -> int:
                           memory_flat=bool(growth < ALLOCATOR_SLACK_MIB))
         result["streaming"] = stream
 
-        b16 = next((c for c in configs if c["name"] == "network-b16"), {})
+        fast_rec = next((c for c in configs if c["name"] == f"network-b{batch_default}"), {})
         official = next((c for c in configs if c["name"] == "official_loop"), {})
         target = dict(TARGET)
-        target["measured_speedup_paired"] = b16.get("speedup_vs_official")
-        if b16.get("fps") and official.get("fps"):
-            target["measured_speedup_separate_children"] = round(b16["fps"] / official["fps"], 2)
+        target["measured_speedup_paired"] = fast_rec.get("speedup_vs_official")
+        if fast_rec.get("fps") and official.get("fps"):
+            target["measured_speedup_separate_children"] = round(fast_rec["fps"] / official["fps"], 2)
         target["met"] = bool(target["measured_speedup_paired"] and target["measured_speedup_paired"] >= 2.0)
         result["summary"] = {"fps": {c["name"]: c.get("fps") for c in configs},
                              "peak_rss_mib": {c["name"]: c.get("peak_rss_mib") for c in configs},
                              "pipeline_fps": result["pipeline"].get("fps"),
                              "memory_flat": stream.get("memory_flat"), "target": target}
         if device.type == "cpu":
-            target["measured_speedup_per_cpu_second"] = b16.get("speedup_vs_official_per_cpu_second")
+            target["measured_speedup_per_cpu_second"] = fast_rec.get("speedup_vs_official_per_cpu_second")
             target["met"] = bool((target["measured_speedup_per_cpu_second"] or 0) >= 2.0)
-            bf = next((c for c in configs if c["name"] == "network-b16-bf16"), {})
+            bf = next((c for c in configs if c["name"] == f"network-b{batch_default}-bf16"), {})
             if bf:
                 target["bf16_speedup_paired"] = bf.get("speedup_vs_official")
                 target["bf16_speedup_per_cpu_second"] = bf.get("speedup_vs_official_per_cpu_second")

@@ -150,3 +150,14 @@ def test_library_errors_name_the_commands_flags(tmp_path, capsys, samples):
     from facesynth.cli import _name_flags
     assert _name_flags("/data/batch_size/x: batch_size bad", {"batch_size": "--batch-size"}) == \
         "/data/batch_size/x: --batch-size bad"
+
+
+def test_lipsync_batch_size_defaults_agree_with_the_library():
+    from facesynth.cli import lipsync as cli_lipsync
+    from facesynth.lipsync.pipeline import DEFAULT_BATCH_SIZE
+
+    assert cli_lipsync.DEFAULT_BATCH_SIZE == DEFAULT_BATCH_SIZE
+    parser = build_parser()
+    for command in (["lipsync", "out.mp4", "--face", "f.png", "--audio", "a.wav"],
+                    ["talking-portrait", "out.mp4", "--portrait", "p.png", "--driving", "d.mp4"]):
+        assert parser.parse_args(command).batch_size == DEFAULT_BATCH_SIZE

@@ -114,6 +114,32 @@ def test_fused_inference_network_equals_the_official_generator(net, ref):
     assert net.face_encoder_blocks[0][0].conv_block[1].running_var.abs().sum() > 0   # the original is untouched
 
 
+def test_decoder_runs_its_large_stages_frame_by_frame_on_the_cpu(net, ref, monkeypatch):
+    """Without autograd on a CPU the stages from the 24x24 skip on go one frame at a time (NNPACK per frame);
+    the result equals the batched official op sequence, also when one still face is broadcast over the mels."""
+    from facesynth import winograd
+    from facesynth.lipsync.model import set_fast_inference
+
+    mel, faces = reference_inputs(ref)
+    fused = InferenceWav2Lip(net, device="cpu")
+    calls = []
+    real = winograd.map_frames
+    monkeypatch.setattr(winograd, "map_frames", lambda fn, items: calls.append(items) or real(fn, items))
+    out = fused(mel, faces)
+    with torch.inference_mode():
+        still = fused.net.decode(fused.net.audio_encoder(mel), fused.net.encode_faces(faces[:1]))
+    by_frame = winograd.nnpack_available()
+    frame_jobs = [list(c) for c in calls if isinstance(c, range)]       # decode's (the convolutions' are tensors)
+    assert frame_jobs == ([[0, 1, 2]] * 2 if by_frame else [])            # one job per frame, in order
+    set_fast_inference(fused.net, False)
+    with torch.no_grad():
+        official = fused.net(mel, faces)
+        official_still = fused.net(mel, faces[:1].expand(3, -1, -1, -1))
+    assert official.std() > 0.05
+    assert (out - official).abs().max() < 1e-4 and (still - official_still).abs().max() < 1e-4
+    assert not torch.equal(out, official) or not by_frame                  # NNPACK's rounding: another path ran
+
+
 def test_syncnet_equals_the_official_expert(ref, tmp_path):
     path = tmp_path / "lipsync_expert.pth"
     torch.save(official_checkpoint(randomize_(SyncNet(), ref["syncnet_seed"]), prefix=""), path)

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from facesynth.cli.common import add_provenance_flag, check_suffix, positive_float, provenance_arg, provenance_note
 
+# facesynth.lipsync.pipeline.DEFAULT_BATCH_SIZE, not imported so that building the parser loads no torch
+# (tests/test_cli.py checks that they agree)
+DEFAULT_BATCH_SIZE = 32
+
 
 def _add_lipsync(sub) -> None:
     p = sub.add_parser("lipsync", help="make a face video or portrait speak a soundtrack (Wav2Lip)",
@@ -20,7 +24,8 @@ def _add_lipsync(sub) -> None:
     p.add_argument("--box", type=int, nargs=4, default=None, metavar=("Y1", "Y2", "X1", "X2"),
                    help="fixed face box for every frame instead of detection (official --box)")
     p.add_argument("--nosmooth", action="store_true", help="no temporal smoothing of the face boxes")
-    p.add_argument("--batch-size", type=int, default=16, help="frames per network call (default 16)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"frames per network call (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--blend", type=float, default=0.0,
                    help="feather the pasted box's border over this fraction of its side (0 = official hard paste)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster where supported, not bit-equal)")
@@ -66,7 +71,8 @@ def _add_talking_portrait(sub) -> None:
                    help="lip-sync box: detect the face on every animated frame, or use the portrait's own box")
     p.add_argument("--max-frames", type=int, default=None, help="animate only this many driving frames (looped)")
     p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
-    p.add_argument("--batch-size", type=int, default=16, help="Wav2Lip frames per network call (default 16)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"Wav2Lip frames per network call (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--blend", type=float, default=0.0,
                    help="feather Wav2Lip's pasted box over this fraction of its side (0 = official hard paste)")
     p.add_argument("--bf16", action="store_true", help="Wav2Lip in bfloat16 autocast (faster where supported)")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesynth import winograd
+from facesynth.gpu import cpu_autocast_state
 
 __all__ = ["Wav2Lip", "SyncNet", "QualityDiscriminator", "ConvBlock", "LeakyConvBlock", "fuse_batchnorm",
            "set_fast_inference",
@@ -108,7 +109,7 @@ class ConvBlock(nn.Module):
             if norm is None or not norm.training:
                 weight, bias = (conv.weight, conv.bias) if norm is None else winograd.folded(conv, norm)
                 out = winograd.conv2d(x, conv, weight, bias, key="weight" if norm is None else "folded")
-                return F.relu(out.add_(x) if self.residual else out)
+                return (out.add_(x) if self.residual else out).relu_()      # out is new: in place
         out = self.conv_block(x)
         if self.residual:
             out = out + x
@@ -179,17 +180,45 @@ class Wav2Lip(nn.Module):
             feats.append(x)
         return feats
 
+    fast = True      # without autograd on a CPU: the large decoder stages frame by frame (see ``decode``)
+
     def decode(self, audio_embedding: torch.Tensor, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         """Decoder from the audio embedding (B, 512, 1, 1) and the face skips → (B, 3, 96, 96).
 
-        Skips with batch 1 are broadcast over B (one still face for many audio windows).
+        Skips with batch 1 are broadcast over B (one still face for many audio windows). Without autograd on a
+        CPU in float32, the stages from the first 24x24 skip on (``winograd.NNPACK_MIN_PIXELS``) run one frame at
+        a time, frames side by side (``winograd.map_frames``): their convolutions then go to NNPACK on one
+        thread each, with a frame's activations in the cache, and the small early stages stay batched, where
+        their large weights are read once. Same sums as the batched path up to NNPACK's rounding.
         """
         x = audio_embedding
         b = x.shape[0]
-        for stage, skip in zip(self.face_decoder_blocks, reversed(feats)):
+        stages = list(zip(self.face_decoder_blocks, reversed(feats)))
+        split = self._frame_by_frame_from(x, stages)
+        for stage, skip in stages[:split]:
             x = stage(x)
             x = torch.cat((x, skip.expand(b, *skip.shape[1:]) if skip.shape[0] != b else skip), dim=1)
-        return self.output_block(x)
+        if split == len(stages):
+            return self.output_block(x)
+        x = x.contiguous()        # NCHW, as NNPACK takes it
+        skips = [skip.contiguous() for _, skip in stages[split:]]
+
+        def frame(i: int) -> torch.Tensor:
+            y = x[i:i + 1]
+            for (stage, _), skip in zip(stages[split:], skips):
+                y = torch.cat((stage(y), skip[i:i + 1] if skip.shape[0] == b else skip[:1]), dim=1)
+            return self.output_block(y)
+
+        return torch.cat(winograd.map_frames(frame, range(b)))
+
+    def _frame_by_frame_from(self, x: torch.Tensor, stages: list) -> int:
+        """The first decoder stage to run frame by frame (``len(stages)``: none)."""
+        if not (self.fast and x.shape[0] > 1 and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_grad_enabled() and not cpu_autocast_state()[0]
+                and winograd.ENABLED and winograd.nnpack_available()):
+            return len(stages)
+        return next((i for i, (_, skip) in enumerate(stages)
+                     if skip.shape[2] * skip.shape[3] >= winograd.NNPACK_MIN_PIXELS), len(stages))
 
 
 class SyncNet(nn.Module):
