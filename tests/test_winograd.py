@@ -73,17 +73,34 @@ def test_conv2d_uses_winograd_only_where_it_pays(monkeypatch):
 needs_nnpack = pytest.mark.skipif(not winograd.nnpack_available(), reason="this PyTorch build has no NNPACK")
 
 
+needs_direct = pytest.mark.skipif(winograd.nnpack_direct() is None,
+                                  reason="NNPACK's nnp_convolution_inference is not exported by this PyTorch build")
+
+
+def _spy_on_nnpack(monkeypatch, direct: bool) -> list:
+    """Record the input shape of every per-frame NNPACK call, by the direct binding or by PyTorch's op."""
+    calls = []
+    if direct:
+        real = winograd._nnpack_direct_conv
+        monkeypatch.setattr(winograd, "_nnpack_direct_conv", lambda fn, x, *a: calls.append(x.shape) or real(fn, x, *a))
+    else:
+        monkeypatch.setattr(winograd, "_direct_state", [None])          # as if the symbol were missing
+    real_op = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(a[0].shape) or real_op(*a))
+    return calls
+
+
 @needs_nnpack
+@pytest.mark.parametrize("direct", [False, pytest.param(True, marks=needs_direct)])
 @pytest.mark.parametrize("r, pad, tol", [(3, 1, 5e-5), (7, 3, 1e-6), (2, 0, 1e-6), (7, 0, 1e-6)])
-def test_conv2d_uses_nnpack_frame_by_frame_where_it_pays(monkeypatch, r, pad, tol):
+def test_conv2d_uses_nnpack_frame_by_frame_where_it_pays(monkeypatch, r, pad, tol, direct):
     """3x3 kernels by NNPACK's Winograd F(6x6, 3x3), the others by its FFT: within ``tol`` of the direct
-    convolution relative to the largest output, one call per frame, with the caller's thread count restored."""
+    convolution relative to the largest output, one call per frame, with the caller's thread count restored;
+    by the direct binding (a 3x3 kernel's transform cached on the module) or by PyTorch's op."""
     torch.manual_seed(r)
     conv = nn.Conv2d(24, 10, r, padding=pad)
     x = torch.randn(3, 24, 34, 31)
-    calls = []
-    real = torch._nnpack_spatial_convolution
-    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(a[0].shape) or real(*a))
+    calls = _spy_on_nnpack(monkeypatch, direct)
     expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=pad)
     threads = torch.get_num_threads()
     with torch.inference_mode():
@@ -92,13 +109,37 @@ def test_conv2d_uses_nnpack_frame_by_frame_where_it_pays(monkeypatch, r, pad, to
     assert calls == [(1, 24, 34, 31)] * 3
     assert y.shape == expected.shape and y.dtype == torch.float32
     assert (y.double() - expected).abs().max() / expected.abs().max() < tol
+    assert ("nnpack-weight" in conv.__dict__.get("_facesynth_cache", {})) == (direct and r == 3)
+
+
+@needs_nnpack
+@needs_direct
+def test_direct_nnpack_rebuilds_the_kernel_transform_when_the_weight_changes(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 6, 3, padding=1, bias=False)
+    x = torch.randn(2, 8, 30, 30)
+    with torch.inference_mode():
+        first = winograd.conv2d(x, conv)
+    cached = conv.__dict__["_facesynth_cache"]["nnpack-weight"][2]
+    with torch.no_grad():
+        conv.weight.mul_(-2.0)                                           # in place: same tensor, new version
+    with torch.inference_mode():
+        second = winograd.conv2d(x, conv)
+    assert conv.__dict__["_facesynth_cache"]["nnpack-weight"][2] is not cached
+    torch.testing.assert_close(second, -2.0 * first, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(second, F.conv2d(x, conv.weight, None, padding=1), rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(winograd._local, "workspace", None, raising=False)
+    with torch.inference_mode():
+        winograd.conv2d(x[:1], conv)                                      # one frame: on this thread
+    kept = winograd._local.workspace
+    with torch.inference_mode():
+        winograd.conv2d(x[1:], conv)
+    assert kept.numel() > 0 and winograd._local.workspace is kept          # the thread keeps its workspace
 
 
 @needs_nnpack
 def test_conv2d_keeps_nnpack_for_what_it_does_well(monkeypatch):
-    calls = []
-    real = torch._nnpack_spatial_convolution
-    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(1) or real(*a))
+    calls = _spy_on_nnpack(monkeypatch, direct=winograd.nnpack_direct() is not None)
     conv = nn.Conv2d(16, 8, 3, padding=1)
     x = torch.randn(2, 16, 32, 32)
     y = winograd.conv2d(x, conv)                                        # autograd: the plain convolution
@@ -120,7 +161,8 @@ def test_conv2d_falls_back_when_nnpack_refuses(monkeypatch):
     def refuse(*args):
         raise RuntimeError("NNPACK SpatialConvolution_updateOutput failed")
 
-    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
+    monkeypatch.setattr(winograd, "_nnpack_direct_conv", lambda *a: None)     # the direct call refuses ...
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)         # ... and so does PyTorch's op
     conv = nn.Conv2d(16, 8, 3, padding=1)
     x = torch.randn(2, 16, 32, 32)
     with torch.inference_mode():
@@ -215,6 +257,7 @@ def test_upblock_inference_equals_upsampling_then_conv(monkeypatch, nnpack):
     by_nnpack = nnpack and winograd.nnpack_available()
     assert "phases-folded" in cache and ("winograd-phases-folded-4" in cache) != by_nnpack
     assert ("phases-folded-3x3" in cache) == by_nnpack
+    assert ("nnpack-phases-folded-3x3" in cache) == (by_nnpack and winograd.nnpack_direct() is not None)
     # NNPACK's F(6x6, 3x3) (about 1e-5 per conv), or Winograd F(4x4, 2x2)
     assert (y - expected).abs().max() / expected.abs().max() < (3e-5 if by_nnpack else 1e-5)
 

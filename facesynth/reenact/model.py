@@ -196,7 +196,8 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                   for p, (a, b) in enumerate(order)]
     elif conv is not None and winograd.nnpack_takes(x, conv, weight, 1):
         embedded = winograd.cached(conv, f"{key}-3x3", (kernels,), lambda: phase_kernels_3x3(kernels))
-        full = winograd.nnpack_conv2d(x, embedded, None if bias is None else bias.repeat(4), 1)   # bias in the conv
+        full = winograd.nnpack_conv2d(x, embedded, None if bias is None else bias.repeat(4), 1,   # bias in the conv
+                                      owner=conv, key=f"{key}-3x3")
         phases, bias = [full[:, p * k:(p + 1) * k] for p in range(4)], None
     else:
         full = F.conv2d(padded, kernels) if conv is None else winograd.conv2d(padded, conv, kernels, key=key,
