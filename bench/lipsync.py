@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark lip sync (Wav2Lip): the network at batch 32 (the default) and 128 against the official per-batch loop, and the
-whole ``lipsync`` pipeline, with peak memory and a streaming check.
+"""Benchmark lip sync (Wav2Lip): the network at batch 32 (the default) and 128 against the official per-batch loop,
+and the whole ``lipsync`` pipeline, with peak memory and a streaming check.
 
     python bench/lipsync.py [--quick] [--frames N] [--device auto|cpu|cuda] [--threads N] [--bf16]
                             [--out bench/results/lipsync.json]
@@ -21,8 +21,8 @@ from a 2-second test sound, cycled. Device: ``pick_device()`` (or ``--device``).
   batch building and paste (``face_batch``, ``paste_prediction``). Each such child also times the official loop
   right after, in the same process (``paired_official``), so ``speedup_vs_official`` compares both under the
   same machine load. ``--bf16`` adds a bfloat16-autocast record. The fp32 child at the default batch also profiles
-  the network step (``profile``): torch.profiler's top ops by self time, GFLOP per frame of the direct
-  convolutions and the direct-equivalent GFLOP/s beside a 2048x2048 fp32 matmul's; printed too.
+  the network step (``profile``): torch.profiler's top ops by self time (on one torch thread), GFLOP per frame of
+  the direct convolutions and the direct-equivalent GFLOP/s beside a 2048x2048 fp32 matmul's; printed too.
 * ``pipeline``: ``lipsync()`` end to end on the astronaut portrait (dlib detection, mel, network, paste,
   H.264 + AAC writing) with a test sound of ``--frames`` / 25 seconds: output frames / wall seconds.
 * ``streaming``: ``lipsync()`` on the sample talking head scaled to 720p and looped to N and 4N frames, sounds as long,
@@ -142,10 +142,12 @@ def our_loop(fast, image, crop, mel, starts, batch) -> int:
 
 
 def _profile(fast, image, crop, mel, starts, batch, device) -> dict:
-    """Where the network step's time goes: torch.profiler's top ops by self time over one pass of the frames,
-    GFLOP per frame of the direct convolutions (FlopCounterMode, counted with the inference paths off: it sees
-    neither inside NNPACK's op nor the frame workers' threads) and the direct-equivalent GFLOP/s, beside a
-    2048x2048 fp32 matmul's GFLOP/s (the peak)."""
+    """Where the network step's time goes: torch.profiler's top ops by self time over one pass of the frames (on
+    a CPU with one torch thread, so that the decoder's per-frame work runs on the profiled thread: the profiler
+    does not see the frame workers' threads), GFLOP per frame of the direct convolutions (FlopCounterMode, counted
+    with the inference paths off: it sees neither inside NNPACK's op nor the frame workers' threads) and the
+    direct-equivalent GFLOP/s, beside a 2048x2048 fp32 matmul's GFLOP/s (the peak)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from facesynth.lipsync import face_batch, mel_windows
@@ -163,9 +165,16 @@ def _profile(fast, image, crop, mel, starts, batch, device) -> dict:
     our_loop(fast, image, crop, mel, starts[:m], batch)
     seconds = time.perf_counter() - t
     gflop = counter.get_total_flops() / batch / 1e9
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        ops = top_ops(lambda: our_loop(fast, image, crop, mel, starts[:m], batch))
+    finally:
+        torch.set_num_threads(threads)
     return {"batch": batch, "frames": m, "s_per_frame": round(seconds / m, 4), "gflop_per_frame": round(gflop, 2),
             "gflops": round(gflop * m / seconds, 1), "matmul_2048_fp32_gflops": matmul_gflops(device),
-            "top_ops": top_ops(lambda: our_loop(fast, image, crop, mel, starts[:m], batch))}
+            "top_ops": ops, "top_ops_threads": 1 if torch.device(device).type == "cpu" else threads}
 
 
 def child_main(spec_json: str) -> int:

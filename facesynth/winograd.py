@@ -48,7 +48,7 @@ from facesynth.gpu import cpu_autocast_state
 
 __all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "Conv2d", "cached", "version",
            "folded", "fold_batchnorm", "set_fast_inference", "map_frames", "nnpack_available", "nnpack_takes",
-           "nnpack_conv2d", "nnpack_direct", "WINOGRAD_MIN_TILES", "NNPACK_MIN_PIXELS"]
+           "nnpack_conv2d", "nnpack_direct", "WINOGRAD_MIN_TILES", "NNPACK_MIN_PIXELS", "PROFILER_LABEL"]
 
 # FACESYNTH_WINOGRAD=0 turns the Winograd path off (every convolution then runs as F.conv2d)
 ENABLED = os.environ.get("FACESYNTH_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -337,6 +337,8 @@ _STRATEGY_COMPUTE, _STRATEGY_PRECOMPUTE, _STRATEGY_REUSE = 1, 2, 3
 _ALIGN = 64                             # NNPACK's workspace alignment
 # a thread keeps its workspace up to this size (bytes); a larger one is allocated for the call
 WORKSPACE_KEEP_BYTES = 128 * 1024 ** 2
+# what torch.profiler shows for a direct call (a ctypes call records no aten op)
+PROFILER_LABEL = "facesynth::nnpack_conv2d"
 _direct_lock = threading.Lock()
 _direct_state: list = []                # [the function, or None] once checked
 _local = threading.local()
@@ -412,7 +414,16 @@ def _nnpack_kernel(fn, weight: torch.Tensor) -> torch.Tensor | None:
 
 def _nnpack_direct_conv(fn, x: torch.Tensor, weight: torch.Tensor, transformed: torch.Tensor | None,
                         bias: torch.Tensor, padding: int) -> torch.Tensor | None:
-    """One frame (1, C, H, W), float32 and contiguous, on the calling thread; None where NNPACK refuses."""
+    """One frame (1, C, H, W), float32 and contiguous, on the calling thread; None where NNPACK refuses. Under
+    torch.profiler each call shows as ``facesynth::nnpack_conv2d`` (a ctypes call is no aten op)."""
+    if torch.autograd.profiler._is_profiler_enabled:
+        with torch.profiler.record_function(PROFILER_LABEL):
+            return _nnpack_direct_call(fn, x, weight, transformed, bias, padding)
+    return _nnpack_direct_call(fn, x, weight, transformed, bias, padding)
+
+
+def _nnpack_direct_call(fn, x: torch.Tensor, weight: torch.Tensor, transformed: torch.Tensor | None,
+                        bias: torch.Tensor, padding: int) -> torch.Tensor | None:
     cout, _, r, _ = weight.shape
     out = x.new_empty(1, cout, x.shape[2] + 2 * padding - r + 1, x.shape[3] + 2 * padding - r + 1)
     if transformed is not None:

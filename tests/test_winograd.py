@@ -138,6 +138,26 @@ def test_direct_nnpack_rebuilds_the_kernel_transform_when_the_weight_changes(mon
 
 
 @needs_nnpack
+@needs_direct
+def test_direct_nnpack_calls_show_in_the_profiler():
+    """A ctypes call is no aten op: without its label the profile (bench/reenact.py) would lose most of its time."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 6, 3, padding=1)
+    x = torch.randn(2, 8, 30, 30)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                                              # frames on this thread
+    try:
+        with torch.inference_mode():
+            winograd.conv2d(x, conv)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                winograd.conv2d(x, conv)
+    finally:
+        torch.set_num_threads(threads)
+    calls = {e.key: e.count for e in prof.key_averages()}
+    assert calls.get(winograd.PROFILER_LABEL) == 2
+
+
+@needs_nnpack
 def test_conv2d_keeps_nnpack_for_what_it_does_well(monkeypatch):
     calls = _spy_on_nnpack(monkeypatch, direct=winograd.nnpack_direct() is not None)
     conv = nn.Conv2d(16, 8, 3, padding=1)

@@ -10,8 +10,9 @@ What differs is only how it runs: the source is encoded once (key points and the
 the driving frames go through the key point detector and the generator in batches under ``torch.inference_mode``
 (with autocast on GPU; on a CPU the decoder, from the bottleneck on, runs one frame at a time so its large
 activations stay in the cache, frames side by side on one thread each, with the inference paths of
-``reenact.model.set_fast_inference``: NNPACK or Winograd convolutions, folded BatchNorm and upsampling), and a
-driving video may be any iterable of frames, so long videos stream through ``iter_animate`` in constant memory.
+``reenact.model.set_fast_inference``: NNPACK or Winograd convolutions, folded BatchNorm and upsampling; the key
+point detector keeps the official op sequence apart from its downsampling, see ``KPDetector``), and a driving
+video may be any iterable of frames, so long videos stream through ``iter_animate`` in constant memory.
 Per frame, the numbers equal the official per-frame loop up to float rounding (tests/test_reenact_animate.py; at
 vox-256 size tests/test_winograd.py).
 
@@ -293,7 +294,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     An index into a stream holds only the frames up to it. ``batch_size`` defaults to ``default_batch_size``.
     ``autocast`` (default: on GPU only) runs the networks in mixed precision; key point normalisation stays
     float32. ``autocast=True`` on a CPU runs the generator in bf16 while the key point detector stays fp32: no
-    faster than the fp32 default since the fp32 convolutions run by NNPACK (0.235 vs 0.213 s/frame on a 2-core
+    faster than the fp32 default since the fp32 convolutions run by NNPACK (0.238 vs 0.203 s/frame on a 2-core
     AVX-512 EPYC with bf16 instructions, 2026-12-07), and results differ from fp32 by about 1e-3 on trained
     weights (see bench/reenact.py). Arguments are checked when the first batch is asked for (this is a generator).
     """
