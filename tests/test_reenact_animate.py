@@ -7,6 +7,7 @@ for the small config and checkpoint that tests/test_reenact_model.py uses.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import numpy as np
@@ -87,6 +88,32 @@ def test_animate_equals_official_make_animation(model, ref, source, driving, mod
     assert video.shape == driving.shape and video.dtype == torch.float32
     s = ref["prediction_stride"]   # the fixture keeps every s-th row and column (size)
     assert_close_to_official(video[:, :, ::s, ::s], ref["predictions"][mode])
+
+
+def test_channels_last_layout_as_on_a_gpu_equals_official_make_animation(ref, source, driving, monkeypatch):
+    """On a GPU the networks run channels-last; forced here on the CPU: same official numbers, NCHW output."""
+    animate_module = importlib.import_module("facesynth.reenact.animate")     # the package exports the function
+    monkeypatch.setattr(animate_module, "_memory_format", lambda device: torch.channels_last)
+    fresh = load_fomm(DATA / "small-cpk.pt", config=DATA / "small.yaml", device="cpu")
+    video = animate(fresh, source, driving, batch_size=4)
+    assert video.is_contiguous()
+    convs = [m for m in fresh.generator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    s = ref["prediction_stride"]
+    assert_close_to_official(video[:, :, ::s, ::s], ref["predictions"]["relative"])
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cudnn_autotuning_is_scoped_and_respects_deterministic(monkeypatch, deterministic):
+    from facesynth.reenact.animate import _cudnn_autotune
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", deterministic)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with _cudnn_autotune(torch.device("cuda")):
+        assert torch.backends.cudnn.benchmark is (not deterministic)
+    assert torch.backends.cudnn.benchmark is False
+    with _cudnn_autotune(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark is False
 
 
 def test_best_frame_equals_the_official_forward_and_backward_passes(model, ref, source, driving):

@@ -8,13 +8,13 @@ points; the generator then moves the source to them. In absolute mode the drivin
 
 What differs is only how it runs: the source is encoded once (key points and the generator's encoder features),
 the driving frames go through the key point detector and the generator in batches under ``torch.inference_mode``
-(with autocast on GPU; on a CPU the decoder, from the bottleneck on, runs one frame at a time so its large
-activations stay in the cache, frames side by side on one thread each, with the inference paths of
-``reenact.model.set_fast_inference``: NNPACK or Winograd convolutions, folded BatchNorm and upsampling; the key
-point detector keeps the official op sequence apart from its downsampling, see ``KPDetector``), and a driving
-video may be any iterable of frames, so long videos stream through ``iter_animate`` in constant memory.
-Per frame, the numbers equal the official per-frame loop up to float rounding (tests/test_reenact_animate.py; at
-vox-256 size tests/test_winograd.py).
+(on a GPU with autocast, channels-last networks and cuDNN autotuning; on a CPU the decoder, from the bottleneck
+on, runs one frame at a time so its large activations stay in the cache, frames side by side on one thread each,
+with the inference paths of ``reenact.model.set_fast_inference``: NNPACK or Winograd convolutions, folded
+BatchNorm and upsampling; the key point detector keeps the official op sequence apart from its downsampling, see
+``KPDetector``), and a driving video may be any iterable of frames, so long videos stream through ``iter_animate``
+in constant memory. Per frame, the numbers equal the official per-frame loop up to float rounding
+(tests/test_reenact_animate.py; at vox-256 size tests/test_winograd.py).
 
 Shapes: source (1, C, H, W) or (C, H, W) float in [0, 1]; driving (T, C, H, W) float in [0, 1] or an iterable of
 frames ((C, H, W) or (B, C, H, W) tensors, or uint8 H x W x 3 RGB arrays); result (T, C, H, W) float in [0, 1].
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from typing import Iterable, Iterator, Union
 
 import numpy as np
@@ -190,6 +191,38 @@ def default_batch_size(model, height: int, width: int) -> int:
     return int(max(1, min(64, free * 0.5 // max(per_frame, 1))))
 
 
+def _memory_format(device: torch.device) -> torch.memory_format:
+    """The networks' layout for inference: channels-last on a GPU (cuDNN's half-precision tensor-core
+    convolutions work in NHWC and would transpose NCHW tensors around every convolution), NCHW elsewhere (on a
+    CPU NNPACK takes NCHW only)."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def _to_layout(model, memory_format: torch.memory_format) -> None:
+    """Both networks' 4-D weights in ``memory_format``, once per model (values unchanged)."""
+    if memory_format is torch.contiguous_format or getattr(model, "_facesynth_layout", None) == memory_format:
+        return
+    model.kp_detector.to(memory_format=memory_format)
+    model.generator.to(memory_format=memory_format)
+    model._facesynth_layout = memory_format
+
+
+@contextmanager
+def _cudnn_autotune(device: torch.device):
+    """cuDNN picks the fastest convolution algorithm for each shape (``cudnn.benchmark``) inside, on a GPU,
+    unless the caller asked for deterministic algorithms (``facesynth.gpu.seed_everything(deterministic=True)``);
+    the caller's setting is restored after."""
+    if device.type != "cuda" or torch.backends.cudnn.deterministic:
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def _source_tensor(model, source) -> torch.Tensor:
     if isinstance(source, np.ndarray):
         from facesynth.media import to_tensor
@@ -293,10 +326,14 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     frames is held in memory (the search needs them all first); a tensor, list or re-iterable clip is read twice.
     An index into a stream holds only the frames up to it. ``batch_size`` defaults to ``default_batch_size``.
     ``autocast`` (default: on GPU only) runs the networks in mixed precision; key point normalisation stays
-    float32. ``autocast=True`` on a CPU runs the generator in bf16 while the key point detector stays fp32: no
-    faster than the fp32 default since the fp32 convolutions run by NNPACK (0.238 vs 0.203 s/frame on a 2-core
-    AVX-512 EPYC with bf16 instructions, 2026-12-07), and results differ from fp32 by about 1e-3 on trained
-    weights (see bench/reenact.py). Arguments are checked when the first batch is asked for (this is a generator).
+    float32. On a GPU the model's networks are converted to channels-last in place (once; same values), and cuDNN
+    autotunes its convolutions during each step unless ``torch.backends.cudnn.deterministic`` is set.
+    ``autocast=True`` on a CPU runs the generator in bf16 while the key point detector stays fp32: no faster than
+    the fp32 default since the fp32 convolutions run by NNPACK (0.238 vs 0.203 s/frame on a 2-core AVX-512 EPYC
+    with bf16 instructions, 2026-12-07), and its results differ from fp32 by up to 2e-3 on bench/reenact.py's
+    random network but by up to 0.23 on one with BatchNorm statistics from real frames (README): check it on the
+    released weights before relying on it. Arguments are checked when the first batch is asked for (this is a
+    generator).
     """
     device = model.device
     src = _source_tensor(model, source)
@@ -322,16 +359,21 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
 
     from facesynth.gpu import autocast as amp
 
-    # inference_mode around each step only: a generator must not leave it switched on while its caller runs
+    layout = _memory_format(device)
+    _to_layout(model, layout)
+    src = src.contiguous(memory_format=layout)
+
+    # inference_mode (and cuDNN autotuning) around each step only: a generator must not leave them switched on
+    # while its caller runs
     @torch.inference_mode()
     def kp_of(frames: torch.Tensor) -> KP:
-        with amp(device, enabled=use_amp and device.type != "cpu"):     # cheap; its precision moves every pixel
-            kp = model.kp_detector(frames)
+        with _cudnn_autotune(device), amp(device, enabled=use_amp and device.type != "cpu"):
+            kp = model.kp_detector(frames)      # autocast only on a GPU: cheap here, its precision moves every pixel
         return {k: v.float() for k, v in kp.items()}
 
     @torch.inference_mode()
     def encode() -> torch.Tensor:
-        with amp(device, enabled=use_amp, dtype=amp_type):
+        with _cudnn_autotune(device), amp(device, enabled=use_amp, dtype=amp_type):
             return _encode(model.generator, src)
 
     features = encode()
@@ -343,7 +385,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     seen = 0
     kp_initial: KP | None = None
     for batch in batches:
-        batch = model._frames(batch, "driving")
+        batch = model._frames(batch, "driving").contiguous(memory_format=layout)
         if seen + batch.shape[0] > initial_index:
             kp_batch = kp_of(batch)
             kp_initial = {k: v[initial_index - seen:initial_index - seen + 1] for k, v in kp_batch.items()}
@@ -364,14 +406,14 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
         if kp_driving is None:
             kp_driving = kp_of(frames)
         kp_norm = _normalize(kp_source, kp_driving, kp_initial, scale, relative, relative, inverse_initial)
-        with amp(device, enabled=use_amp, dtype=amp_type):
+        with _cudnn_autotune(device), amp(device, enabled=use_amp, dtype=amp_type):
             prediction = _generate(model.generator, src, features, kp_norm, kp_source)
-        return prediction.float()
+        return prediction.float().contiguous()
 
     while buffered:
         yield run(*buffered.pop(0))
     for batch in batches:
-        yield run(model._frames(batch, "driving"))
+        yield run(model._frames(batch, "driving").contiguous(memory_format=layout))
 
 
 def animate(model, source, driving: Frames, relative: bool = True, adapt_movement_scale: bool = True,
