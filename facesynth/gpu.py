@@ -16,7 +16,7 @@ import torch
 from facesynth.errors import ConfigError
 
 __all__ = ["pick_device", "autocast", "amp_dtype", "cuda_has_native_bf16", "channels_last", "seed_everything", "memory_report",
-           "reset_peak_memory", "in_colab", "cpu_has_native_bf16", "cpu_autocast_state"]
+           "reset_peak_memory", "in_colab", "cpu_has_native_bf16", "cpu_autocast_state", "cudnn_autotune"]
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -113,6 +113,22 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: torch.device | str) -> Iterator[None]:
+    """Inside, on a GPU, cuDNN times its convolution algorithms for each new shape and keeps the fastest
+    (``cudnn.benchmark``), unless repeatable kernels were asked for (``seed_everything(deterministic=True)`` or
+    ``torch.backends.cudnn.deterministic``); the caller's setting is restored after. Nothing elsewhere."""
+    if torch.device(device).type != "cuda" or torch.backends.cudnn.deterministic:
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def reset_peak_memory(device: torch.device | str | None = None) -> None:

@@ -124,6 +124,17 @@ def test_channels_last_noop_on_cpu():
     assert gpu.channels_last(t3, device="cuda") is t3
 
 
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cudnn_autotune_is_scoped_and_respects_deterministic(monkeypatch, deterministic):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", deterministic)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with gpu.cudnn_autotune(torch.device("cuda")):
+        assert torch.backends.cudnn.benchmark is (not deterministic)
+    assert torch.backends.cudnn.benchmark is False
+    with gpu.cudnn_autotune(torch.device("cpu")):
+        assert torch.backends.cudnn.benchmark is False
+
+
 def test_memory_report_cpu():
     _ = np.ones((1024, 1024), np.float64).sum()               # touch some memory
     rep = gpu.memory_report("cpu")

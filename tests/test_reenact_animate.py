@@ -103,19 +103,6 @@ def test_channels_last_layout_as_on_a_gpu_equals_official_make_animation(ref, so
     assert_close_to_official(video[:, :, ::s, ::s], ref["predictions"]["relative"])
 
 
-@pytest.mark.parametrize("deterministic", [False, True])
-def test_cudnn_autotuning_is_scoped_and_respects_deterministic(monkeypatch, deterministic):
-    from facesynth.reenact.animate import _cudnn_autotune
-
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", deterministic)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    with _cudnn_autotune(torch.device("cuda")):
-        assert torch.backends.cudnn.benchmark is (not deterministic)
-    assert torch.backends.cudnn.benchmark is False
-    with _cudnn_autotune(torch.device("cpu")):
-        assert torch.backends.cudnn.benchmark is False
-
-
 def test_best_frame_equals_the_official_forward_and_backward_passes(model, ref, source, driving):
     i = ref["best_frame"]
     video = model.animate(source[0], driving, best_frame=i, batch_size=4)

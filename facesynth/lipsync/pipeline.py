@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from facesynth.errors import ConfigError, MediaError, NoFaceError
+from facesynth.gpu import cudnn_autotune
 from facesynth.lipsync.audio import HOP, MelWindows, chunk_starts, count_mel_frames
 from facesynth.lipsync.model import Wav2Lip, fuse_batchnorm
 
@@ -254,8 +255,8 @@ class InferenceWav2Lip:
     def __call__(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         mel = mel.to(self.device)
         faces = faces.to(self.device).contiguous(memory_format=self.memory_format)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                                    enabled=self.precision == "bf16"):
+        with torch.inference_mode(), cudnn_autotune(self.device), \
+                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return self.net(mel, faces).float().cpu()
 
 

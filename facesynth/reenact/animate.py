@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from typing import Iterable, Iterator, Union
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 from facesynth import winograd
 from facesynth.errors import NoFaceError
-from facesynth.gpu import cpu_has_native_bf16
+from facesynth.gpu import cpu_has_native_bf16, cudnn_autotune
 from facesynth.reenact.model import KP, OcclusionAwareGenerator
 
 __all__ = ["normalize_kp", "animate", "iter_animate", "find_best_frame", "default_batch_size", "hull_area",
@@ -207,22 +206,6 @@ def _to_layout(model, memory_format: torch.memory_format) -> None:
     model._facesynth_layout = memory_format
 
 
-@contextmanager
-def _cudnn_autotune(device: torch.device):
-    """cuDNN picks the fastest convolution algorithm for each shape (``cudnn.benchmark``) inside, on a GPU,
-    unless the caller asked for deterministic algorithms (``facesynth.gpu.seed_everything(deterministic=True)``);
-    the caller's setting is restored after."""
-    if device.type != "cuda" or torch.backends.cudnn.deterministic:
-        yield
-        return
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
-
-
 def _source_tensor(model, source) -> torch.Tensor:
     if isinstance(source, np.ndarray):
         from facesynth.media import to_tensor
@@ -367,13 +350,13 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     # while its caller runs
     @torch.inference_mode()
     def kp_of(frames: torch.Tensor) -> KP:
-        with _cudnn_autotune(device), amp(device, enabled=use_amp and device.type != "cpu"):
+        with cudnn_autotune(device), amp(device, enabled=use_amp and device.type != "cpu"):
             kp = model.kp_detector(frames)      # autocast only on a GPU: cheap here, its precision moves every pixel
         return {k: v.float() for k, v in kp.items()}
 
     @torch.inference_mode()
     def encode() -> torch.Tensor:
-        with _cudnn_autotune(device), amp(device, enabled=use_amp, dtype=amp_type):
+        with cudnn_autotune(device), amp(device, enabled=use_amp, dtype=amp_type):
             return _encode(model.generator, src)
 
     features = encode()
@@ -406,7 +389,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
         if kp_driving is None:
             kp_driving = kp_of(frames)
         kp_norm = _normalize(kp_source, kp_driving, kp_initial, scale, relative, relative, inverse_initial)
-        with _cudnn_autotune(device), amp(device, enabled=use_amp, dtype=amp_type):
+        with cudnn_autotune(device), amp(device, enabled=use_amp, dtype=amp_type):
             prediction = _generate(model.generator, src, features, kp_norm, kp_source)
         return prediction.float().contiguous()
 
