@@ -166,15 +166,15 @@ def _profile(fast, image, crop, mel, starts, batch, device) -> dict:
     seconds = time.perf_counter() - t
     gflop = counter.get_total_flops() / batch / 1e9
     threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu":
-        torch.set_num_threads(1)
+    profile_threads = 1 if torch.device(device).type == "cpu" else threads
+    torch.set_num_threads(profile_threads)
     try:
         ops = top_ops(lambda: our_loop(fast, image, crop, mel, starts[:m], batch))
     finally:
         torch.set_num_threads(threads)
     return {"batch": batch, "frames": m, "s_per_frame": round(seconds / m, 4), "gflop_per_frame": round(gflop, 2),
             "gflops": round(gflop * m / seconds, 1), "matmul_2048_fp32_gflops": matmul_gflops(device),
-            "top_ops": ops, "top_ops_threads": 1 if torch.device(device).type == "cpu" else threads}
+            "top_ops": ops, "top_ops_threads": profile_threads}
 
 
 def child_main(spec_json: str) -> int:

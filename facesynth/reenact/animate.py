@@ -197,15 +197,6 @@ def _memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
-def _to_layout(model, memory_format: torch.memory_format) -> None:
-    """Both networks' 4-D weights in ``memory_format``, once per model (values unchanged)."""
-    if memory_format is torch.contiguous_format or getattr(model, "_facesynth_layout", None) == memory_format:
-        return
-    model.kp_detector.to(memory_format=memory_format)
-    model.generator.to(memory_format=memory_format)
-    model._facesynth_layout = memory_format
-
-
 def _source_tensor(model, source) -> torch.Tensor:
     if isinstance(source, np.ndarray):
         from facesynth.media import to_tensor
@@ -309,7 +300,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     frames is held in memory (the search needs them all first); a tensor, list or re-iterable clip is read twice.
     An index into a stream holds only the frames up to it. ``batch_size`` defaults to ``default_batch_size``.
     ``autocast`` (default: on GPU only) runs the networks in mixed precision; key point normalisation stays
-    float32. On a GPU the model's networks are converted to channels-last in place (once; same values), and cuDNN
+    float32. On a GPU the model's networks are converted to channels-last in place (same values), and cuDNN
     autotunes its convolutions during each step unless ``torch.backends.cudnn.deterministic`` is set.
     ``autocast=True`` on a CPU runs the generator in bf16 while the key point detector stays fp32: no faster than
     the fp32 default since the fp32 convolutions run by NNPACK (0.238 vs 0.203 s/frame on a 2-core AVX-512 EPYC
@@ -343,7 +334,9 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     from facesynth.gpu import autocast as amp
 
     layout = _memory_format(device)
-    _to_layout(model, layout)
+    if layout is not torch.contiguous_format:     # both networks' 4-D weights, in place (same values)
+        model.kp_detector.to(memory_format=layout)
+        model.generator.to(memory_format=layout)
     src = src.contiguous(memory_format=layout)
 
     # inference_mode (and cuDNN autotuning) around each step only: a generator must not leave them switched on
