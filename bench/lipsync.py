@@ -20,9 +20,10 @@ from a 2-second test sound, cycled. Device: ``pick_device()`` (or ``--device``).
   decoder stages frame by frame on NNPACK, ``Wav2Lip.decode``; channels-last otherwise) at batch B, the same
   batch building and paste (``face_batch``, ``paste_prediction``). Each such child also times the official loop
   right after, in the same process (``paired_official``), so ``speedup_vs_official`` compares both under the
-  same machine load. ``--bf16`` adds a bfloat16-autocast record. The fp32 child at the default batch also profiles
-  the network step (``profile``): torch.profiler's top ops by self time (on one torch thread), GFLOP per frame of
-  the direct convolutions and the direct-equivalent GFLOP/s beside a 2048x2048 fp32 matmul's; printed too.
+  same machine load. ``--bf16`` adds a bfloat16-autocast record; on a GPU fp16 and bf16 at batch 128 are always
+  measured (``network-b128-fp16``, ``-bf16``). The fp32 child at the default batch also profiles the network
+  step (``profile``): torch.profiler's top ops by self time (on one torch thread), GFLOP per frame of the direct
+  convolutions and the direct-equivalent GFLOP/s beside a 2048x2048 fp32 matmul's; printed too.
 * ``pipeline``: ``lipsync()`` end to end on the astronaut portrait (dlib detection, mel, network, paste,
   H.264 + AAC writing) with a test sound of ``--frames`` / 25 seconds: output frames / wall seconds.
 * ``streaming``: ``lipsync()`` on the sample talking head scaled to 720p and looped to N and 4N frames, sounds as long,
@@ -352,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"official loop, batch {OFFICIAL_BATCH}, {n} frames ...")
         configs = [{"name": "official_loop", **child({**base, "kind": "official"}, "official")}]
         runs = [(batch_default, "fp32"), (128, "fp32")] + ([(batch_default, "bf16")] if args.bf16 else [])
+        if device.type == "cuda":          # both half precisions at the official batch (InferenceWav2Lip)
+            runs += [(128, "fp16")] + ([] if args.bf16 else [(128, "bf16")])
         for batch, precision in runs:
-            name = f"network-b{batch}" + ("-bf16" if precision == "bf16" else "")
+            name = f"network-b{batch}" + ("" if precision == "fp32" else f"-{precision}")
             log(f"{name}, {n} frames (+ the official loop on {min(n, 128)} frames, paired) ...")
             rec = child({**base, "kind": "network", "batch": batch, "precision": precision, "paired": 128,
                          "profile": batch == batch_default and precision == "fp32"}, name)

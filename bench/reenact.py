@@ -20,8 +20,10 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
 * ``batched``: ``iter_animate`` (relative, adapt_movement_scale) at each batch size, outputs moved to the CPU
   batch by batch; the source is encoded once; on CPU the key points and dense motion run per batch (their
   convolutions at 24x24 and larger by NNPACK, frame by frame side by side) and the decoder (NNPACK convolutions,
-  phase-folded upsampling) one frame per thread. On CUDA autocast is on (its default); one extra record at the
-  largest batch with ``autocast=False`` gives the fp32 figure. ``batch: "auto"`` is ``default_batch_size``.
+  phase-folded upsampling) one frame per thread. On CUDA autocast is on (its default, fp16); two extra records
+  at the largest batch give the fp32 (``autocast=False``) and bf16 figures. Each half-precision record also
+  holds its distance from fp32 on its first batch (``fp16_vs_fp32``, ``bf16_vs_fp32``). ``batch: "auto"`` is
+  ``default_batch_size``.
 * fps: driving frames / seconds, after a warm-up call (on CPU one frame, on GPU one batch); the driving
   frames are decoded and resized before timing. Each batched child also times the per-frame loop right after
   its batched run, in the same process (``paired_per_frame``): ``speedup_vs_per_frame`` is batched fps / that
@@ -275,7 +277,7 @@ def child_main(spec_json: str) -> int:
     import torch
     from facesynth.media import read_image, to_tensor
     from facesynth.reenact import iter_animate
-    from facesynth.reenact.animate import default_batch_size
+    from facesynth.reenact.animate import _autocast_dtype, default_batch_size
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -355,7 +357,9 @@ def child_main(spec_json: str) -> int:
         if batch == "auto":
             batch = default_batch_size(model, SIZE, SIZE)
             rec["batch_auto_resolved"] = batch
-        autocast = spec.get("autocast")
+        # None: iter_animate's default (fp16 on a GPU, fp32 on a CPU); True/False; or a dtype's name
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.get("autocast"), spec.get("autocast"))
+        precision = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[_autocast_dtype(autocast, dev)]
         warm = driving[:1] if not cuda else driving[:batch]
         for out in iter_animate(model, source, warm, batch_size=batch, autocast=autocast):
             out.cpu()
@@ -372,18 +376,18 @@ def child_main(spec_json: str) -> int:
             total += float(out.mean(dim=(1, 2, 3)).sum())
         _sync(dev)
         seconds = time.perf_counter() - t
-        rec.update(frames=count, batch=batch, autocast=(cuda if autocast is None else bool(autocast)),
+        rec.update(frames=count, batch=batch, autocast=precision != "fp32", precision=precision,
                    seconds=round(seconds, 3), fps=round(n / seconds, 3),
                    cpu_utilisation=round((time.process_time() - cpu0) / seconds, 2),
                    rss_before_animate_mib=rss_before, peak_rss_mib=_peak_rss_mib(), **gpu_peaks())
         rec["checksum"] = round(total, 6)
-        if autocast and not cuda:
-            # how far bf16 moves the result: the first batch again in fp32
+        if precision != "fp32":
+            # how far half precision moves the result: the first batch again in fp32
             first = driving[:batch]
-            low = next(iter_animate(model, source, first, batch_size=batch, autocast=True)).cpu()
+            low = next(iter_animate(model, source, first, batch_size=batch, autocast=autocast)).cpu()
             full = next(iter_animate(model, source, first, batch_size=batch, autocast=False)).cpu()
             diff = (low - full).abs()
-            rec["bf16_vs_fp32"] = {"frames": int(diff.shape[0]), "max_abs": round(float(diff.max()), 5),
+            rec[f"{precision}_vs_fp32"] = {"frames": int(diff.shape[0]), "max_abs": round(float(diff.max()), 5),
                                    "mean_abs": round(float(diff.mean()), 6),
                                    "uint8_levels_changed_fraction": round(float(
                                        ((low * 255).round() != (full * 255).round()).float().mean()), 4)}
@@ -465,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             "per_frame: the official make_animation loop with our modules (keypoints on one frame, normalize_kp "
             "relative + adapt scale, model.generate on one frame re-encoding the source each time), fp32",
             "batched: iter_animate at each batch size (source encoded once, upsampling folded into the 3x3 convs, "
-            "inference_mode, autocast on CUDA); on a CPU with bf16 instructions one more record with autocast=True "
-            "(generator in bf16, key points fp32) and its deviation from fp32 (bf16_vs_fp32)",
+            "inference_mode, autocast on CUDA: fp16, with fp32 and bf16 records beside it); on a CPU with bf16 "
+            "instructions one more record with autocast=True (generator in bf16, key points fp32); each "
+            "half-precision record has its deviation from fp32 on its first batch (fp16_vs_fp32, bf16_vs_fp32)",
             "speedup_vs_per_frame: batched fps / paired_per_frame fps (the per-frame loop timed in the same child "
             "right after the batched run, same load); speedup_vs_per_frame_child: / the separate per-frame child",
             "fps = driving frames / timed seconds after a warm-up call; driving frames decoded before timing",
@@ -493,14 +498,14 @@ def main(argv: list[str] | None = None) -> int:
         configs = [pf]
         runs: list[tuple[object, object]] = [(b, None) for b in batches]
         ints = [b for b in batches if b != "auto"]
-        if cuda and ints:
-            runs.append((max(ints), False))
+        if cuda and ints:          # the default is fp16: fp32 and bf16 beside it
+            runs += [(max(ints), False), (max(ints), "bf16")]
         elif ints and not args.no_bf16:
             from facesynth.gpu import cpu_has_native_bf16
             if cpu_has_native_bf16():
                 runs.append((max(ints), True))
         for b, autocast in runs:
-            label = f"batched-b{b}" + ("-fp32" if autocast is False else "-bf16" if autocast else "")
+            label = f"batched-b{b}" + ("" if autocast is None else "-fp32" if autocast is False else "-bf16")
             log(f"{label} ({n} frames) in a child process ...")
             rec = {"mode": "batched", **run_child({**base, "kind": "batched", "frames": n, "batch": b,
                                                    "autocast": autocast, "paired_frames": per_frame_n}, tmp, label)}
@@ -572,13 +577,19 @@ def main(argv: list[str] | None = None) -> int:
         # --- summary against the targets
         best = max((c for c in configs if c.get("mode") == "batched" and c.get("fps")), key=lambda c: c["fps"],
                    default=None)
+        default_precision = "fp16" if cuda else "fp32"
         summary: dict = {"per_frame_fps": pf.get("fps"),
-                         "batched_fps": {str(c.get("batch")) + ("-fp32" if c.get("autocast") is False and cuda else
-                                                                "-bf16" if c.get("autocast") and not cuda else ""):
+                         "batched_fps": {str(c.get("batch")) + ("" if c.get("precision") == default_precision
+                                                                else f"-{c.get('precision')}"):
                                          c.get("fps") for c in configs if c.get("mode") == "batched"},
                          "best_batched": {"batch": best["batch"], "fps": best["fps"],
+                                          "precision": best.get("precision"),
                                           "speedup_vs_per_frame": best.get("speedup_vs_per_frame")} if best else None,
-                         "memory_flat": stream.get("memory_flat")}
+                         "memory_flat": stream.get("memory_flat"),
+                         # max and mean distance of each half-precision run's first batch from fp32
+                         "vs_fp32": {f"{c.get('batch')}-{c['precision']}": c[f"{c['precision']}_vs_fp32"]
+                                     for c in configs if c.get("mode") == "batched"
+                                     and f"{c.get('precision')}_vs_fp32" in c}}
         if cuda:
             gpu = result["machine"].get("gpu", "")
             t = dict(TARGETS["gpu"])

@@ -287,3 +287,5 @@ def test_amp_dtype_uses_bf16_only_where_the_gpu_computes_it(monkeypatch, capabil
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
     assert gpu.amp_dtype("cuda:0") == dtype and gpu.amp_dtype("cpu") is None
+    # inference has no gradients to scale: fp16 (8 times finer rounding than bf16) on every GPU, bf16 on a CPU
+    assert gpu.inference_dtype("cuda:0") == torch.float16 and gpu.inference_dtype("cpu") == torch.bfloat16

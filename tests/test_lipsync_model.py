@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from facesynth.errors import CheckpointError, UnsafeCheckpointError
+from facesynth.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from facesynth.lipsync import (InferenceWav2Lip, QualityDiscriminator, SyncNet, Wav2Lip, face_batch, load_official,
                                load_quality_discriminator, load_syncnet, load_wav2lip, official_checkpoint,
                                randomize_)
@@ -112,6 +112,33 @@ def test_fused_inference_network_equals_the_official_generator(net, ref):
     out = InferenceWav2Lip(net, device="cpu")(mel, faces)
     assert (out - ref["wav2lip_out"]).abs().max().item() < 1e-4
     assert net.face_encoder_blocks[0][0].conv_block[1].running_var.abs().sum() > 0   # the original is untouched
+
+
+def test_fp16_rounds_finer_than_bf16_and_an_overflow_falls_back_to_fp32(net, ref):
+    """fp16 (for a GPU; on this CPU slow but rounded the same) against bf16, both from the official output (max
+    2.0e-3 against 1.1e-2, mean 2.0e-4 against 1.5e-3); then
+    weights scaled past fp16's range: a warning, and that batch again in fp32 (a CPU), equal to the fp32 network."""
+    import copy
+
+    mel, faces = reference_inputs(ref)
+    official = ref["wav2lip_out"]
+    fp16 = InferenceWav2Lip(net, device="cpu", precision="fp16")(mel, faces)
+    bf16 = InferenceWav2Lip(net, device="cpu", precision="bf16")(mel, faces)
+    d16, d_bf = (fp16 - official).abs(), (bf16 - official).abs()
+    assert fp16.dtype == torch.float32 and fp16.shape == official.shape
+    assert 0 < d16.max() <= 5e-3 and d16.max() * 4 <= d_bf.max() and d16.mean() * 4 <= d_bf.mean(), \
+        f"fp16 max {d16.max():.3g} mean {d16.mean():.3g}; bf16 max {d_bf.max():.3g} mean {d_bf.mean():.3g}"
+
+    big = copy.deepcopy(net)
+    with torch.no_grad():
+        big.face_decoder_blocks[3][0].conv_block[0].weight.mul_(1e6)
+    fused = InferenceWav2Lip(big, device="cpu", precision="fp16")
+    with pytest.warns(UserWarning, match="fp16 overflowed in Wav2Lip.*run in fp32"):
+        out = fused(mel, faces)
+    assert fused.precision == "fp32" and torch.isfinite(out).all()
+    assert torch.equal(out, InferenceWav2Lip(big, device="cpu")(mel, faces))
+    with pytest.raises(ConfigError, match="'fp32', 'bf16', 'fp16'"):
+        InferenceWav2Lip(net, device="cpu", precision="half")
 
 
 def test_decoder_runs_its_large_stages_frame_by_frame_on_the_cpu(net, ref, monkeypatch):

@@ -228,6 +228,50 @@ def test_cpu_autocast_runs_the_generator_in_bf16_close_to_fp32(model, ref, sourc
     assert_close_to_official(fp32[:, :, ::s, ::s], ref["predictions"]["relative"])   # the default: official fp32
 
 
+def test_fp16_autocast_rounds_finer_than_bf16(model, ref, source, driving):
+    """The GPU default is fp16 (``gpu.inference_dtype``); on this CPU fp16 has no fast kernels but the same
+    rounding, so its distance to the official fp32 output can be measured here: max 5.7e-4 against bf16's 4.9e-3."""
+    s = ref["prediction_stride"]
+    official = ref["predictions"]["relative"]
+    with pytest.warns(UserWarning, match="fp16 autocast on a CPU"):
+        fp16 = animate(model, source, driving, batch_size=3, autocast=torch.float16)
+    bf16 = animate(model, source, driving, batch_size=3, autocast=torch.bfloat16)
+    d16, d_bf = (fp16[:, :, ::s, ::s] - official).abs(), (bf16[:, :, ::s, ::s] - official).abs()
+    assert fp16.dtype == torch.float32 and fp16.shape == driving.shape
+    assert 0 < d16.max() <= 2e-3 and d16.mean() <= 3e-4, f"fp16: max {d16.max():.3g}, mean {d16.mean():.3g}"
+    assert d16.max() * 4 <= d_bf.max() and d16.mean() * 4 <= d_bf.mean(), \
+        f"fp16 max {d16.max():.3g} mean {d16.mean():.3g}; bf16 max {d_bf.max():.3g} mean {d_bf.mean():.3g}"
+
+
+def test_fp16_overflow_warns_and_the_rest_runs_as_a_run_in_the_fallback_precision(source, driving):
+    """Weights scaled so that activations pass fp16's 65504 (2.6e6 in fp32): the first batch's output is not
+    finite, so it and the next one run again in fp32 (a CPU; bf16 on GPUs with bf16), equal to a fp32 run."""
+    model = load_fomm(DATA / "small-cpk.pt", config=DATA / "small.yaml", device="cpu")
+    with torch.no_grad():
+        model.generator.bottleneck[2].conv2.weight.mul_(1e7)
+    fp32 = animate(model, source, driving, batch_size=3, autocast=False)
+    with pytest.warns(UserWarning) as caught:
+        fp16 = animate(model, source, driving, batch_size=3, autocast=torch.float16)
+    messages = [str(w.message) for w in caught]
+    assert sum("fp16 overflowed" in m and "run in fp32" in m for m in messages) == 1, messages
+    assert torch.isfinite(fp16).all() and torch.equal(fp16, fp32)
+
+
+@pytest.mark.parametrize("device, autocast, dtype", [
+    ("cpu", None, None), ("cpu", False, None), ("cpu", True, torch.bfloat16), ("cuda", None, torch.float16),
+    ("cuda", True, torch.float16), ("cuda", False, None), ("cuda", torch.bfloat16, torch.bfloat16),
+    ("cpu", torch.float16, torch.float16)])
+def test_autocast_argument_picks_the_inference_dtype(device, autocast, dtype):
+    from facesynth.reenact.animate import _autocast_dtype
+
+    assert _autocast_dtype(autocast, torch.device(device)) == dtype
+
+
+def test_autocast_rejects_other_dtypes(model, source, driving):
+    with pytest.raises(ValueError, match="torch.float16 or torch.bfloat16"):
+        animate(model, source, driving, autocast=torch.float64)
+
+
 def test_the_frames_decoded_side_by_side_keep_the_callers_modes(model, source, driving, monkeypatch):
     """On a CPU with 2+ torch threads the decoder runs frames in worker threads with one torch thread each: the
     workers see the caller's inference and autocast modes, and the thread count is restored afterwards."""

@@ -271,7 +271,11 @@ def test_upsample_conv3x3_equals_nearest_upsampling_then_the_conv(shape):
     expected = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2), weight, bias, padding=1)
     out = upsample_conv3x3(x, weight, bias)
     assert out.shape == expected.shape == (shape[0], 4, 2 * shape[2], 2 * shape[3])
-    assert (out - expected).abs().max() <= 1e-5
+    assert (out - expected).abs().max() <= 1e-5 and out.is_contiguous()
+    # channels-last in (the GPU layout), channels-last out: the next convolution needs no transpose
+    last = upsample_conv3x3(x.contiguous(memory_format=torch.channels_last), weight, bias)
+    assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+    assert (last - expected).abs().max() <= 1e-5
 
 
 def test_antialias_downsample_computes_only_the_kept_positions_without_autograd():

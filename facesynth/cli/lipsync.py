@@ -28,9 +28,22 @@ def _add_lipsync(sub) -> None:
                    help=f"frames per network call (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--blend", type=float, default=0.0,
                    help="feather the pasted box's border over this fraction of its side (0 = official hard paste)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster where supported, not bit-equal)")
+    _add_precision_flags(p, "")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
+
+
+def _add_precision_flags(p, what: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--bf16", action="store_true",
+                       help=f"{what}bfloat16 autocast (faster on GPUs and CPUs with bf16, not bit-equal)")
+    group.add_argument("--fp16", action="store_true",
+                       help=f"{what}float16 autocast, for a GPU (tensor cores run it at the bf16 rate; 8 times "
+                            "finer rounding)")
+
+
+def _precision(args) -> str:
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
 
 
 def _run_lipsync(args) -> int:
@@ -40,7 +53,7 @@ def _run_lipsync(args) -> int:
                         smooth=not args.nosmooth, box=args.box, device=args.device)
     out = write_lipsync(plan, args.output, args.checkpoint, provenance=provenance_arg(args),
                         batch_size=args.batch_size, blend=args.blend, device=args.device,
-                        precision="bf16" if args.bf16 else "fp32")
+                        precision=_precision(args))
     print(f"{plan.num_frames} frames at {plan.fps:g} fps → {out} (with the sound of {args.audio})")
     print(provenance_note(out))
     return 0
@@ -75,7 +88,7 @@ def _add_talking_portrait(sub) -> None:
                    help=f"Wav2Lip frames per network call (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--blend", type=float, default=0.0,
                    help="feather Wav2Lip's pasted box over this fraction of its side (0 = official hard paste)")
-    p.add_argument("--bf16", action="store_true", help="Wav2Lip in bfloat16 autocast (faster where supported)")
+    _add_precision_flags(p, "Wav2Lip in ")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
 
@@ -90,7 +103,7 @@ def _run_talking_portrait(args) -> int:
                            detector=args.detector, relative=not args.absolute,
                            adapt_movement_scale=not args.no_adapt_scale, paste_back=args.paste_back,
                            face_box=args.face_box, max_frames=args.max_frames, device=args.device,
-                           batch_size=args.batch_size, blend=args.blend, precision="bf16" if args.bf16 else "fp32",
+                           batch_size=args.batch_size, blend=args.blend, precision=_precision(args),
                            provenance=provenance_arg(args))
     info = probe(out)
     print(f"{info.duration:.1f} s at {info.fps:g} fps, {info.width}x{info.height} → {out} (sound of "

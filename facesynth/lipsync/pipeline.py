@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from facesynth.errors import ConfigError, MediaError, NoFaceError
-from facesynth.gpu import cudnn_autotune
+from facesynth.gpu import cuda_has_native_bf16, cudnn_autotune
 from facesynth.lipsync.audio import HOP, MelWindows, chunk_starts, count_mel_frames
 from facesynth.lipsync.model import Wav2Lip, fuse_batchnorm
 
@@ -47,6 +48,7 @@ FACE_SIZE = 96
 # frames per network call (official 128). On 2 CPU cores at 32 the batched early decoder stages read their large
 # weights once for more frames: 28.8 frames/s against 26.5 at 16 and 28.0 at 64 (2026-12-07)
 DEFAULT_BATCH_SIZE = 32
+PRECISIONS = ("fp32", "bf16", "fp16")
 SMOOTH_WINDOW = 5
 
 
@@ -196,8 +198,9 @@ def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "w
 
     ``batch_size``: frames per network call (official 128; 32 is faster on CPU). ``blend``: 0 is the official
     hard paste of the whole box; a value in (0, 0.5] feathers the border over that fraction of the box side.
-    ``precision``: ``"fp32"`` (equal to the official network within float rounding) or ``"bf16"`` (autocast:
-    faster on CPUs with bf16 instructions and on GPUs, pixels may differ by a few levels).
+    ``precision``: ``"fp32"`` (equal to the official network within float rounding), ``"bf16"`` (autocast:
+    faster on CPUs with bf16 instructions and on GPUs, pixels may differ by a few levels) or ``"fp16"`` (autocast,
+    for a GPU: 8 times finer rounding than bf16 at the same speed; see ``InferenceWav2Lip``).
     """
     from tqdm.auto import tqdm
 
@@ -231,11 +234,14 @@ def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "w
 
 class InferenceWav2Lip:
     """A Wav2Lip generator prepared for inference: BatchNorm folded, eval, no autograd; channels-last on a GPU
-    and in bf16, NCHW in float32 on a CPU, where the large decoder stages run frame by frame on NNPACK, which takes
-    NCHW (``Wav2Lip.decode``).
+    and in half precision, NCHW in float32 on a CPU, where the large decoder stages run frame by frame on NNPACK,
+    which takes NCHW (``Wav2Lip.decode``).
 
     Called with the official tensors (``mel (B,1,80,16)``, ``faces (B,6,96,96)`` BGR) → ``(B,3,96,96)`` float32
     on the CPU. ``checkpoint`` is anything ``load_wav2lip`` takes, or a ``Wav2Lip`` module (not modified).
+    ``precision``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 rounds 8 times finer than bf16, for a GPU:
+    a CPU has no fast fp16 kernels). Where fp16 overflows (a non-finite output) a warning says so and that batch
+    and the rest run in bf16 on GPUs with bf16, else in fp32.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | Wav2Lip = "wav2lip-gan", device: str = "auto",
@@ -243,21 +249,40 @@ class InferenceWav2Lip:
         from facesynth.gpu import pick_device
         from facesynth.lipsync.checkpoint import load_wav2lip
 
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
         self.device = pick_device(device)
         net = checkpoint if isinstance(checkpoint, Wav2Lip) else load_wav2lip(checkpoint, device="cpu")
+        self.net = fuse_batchnorm(net).to(self.device)
+        self._set_precision(precision)
+        # the logits before the final sigmoid: an fp16 overflow there (+-inf) would pass as a pixel of 0 or 1
+        self.net.output_block[-2].register_forward_hook(
+            lambda module, args, out: out.masked_fill(out.isinf(), float("nan")) if out.dtype == torch.float16
+            else None)
+
+    def _set_precision(self, precision: str) -> None:
+        self.precision = precision
         self.memory_format = (torch.contiguous_format if self.device.type == "cpu" and precision == "fp32"
                               else torch.channels_last)
-        self.net = fuse_batchnorm(net).to(self.device, memory_format=self.memory_format)
-        self.precision = precision
+        self.net.to(memory_format=self.memory_format)
+
+    def _run(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        faces = faces.contiguous(memory_format=self.memory_format)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.inference_mode(), cudnn_autotune(self.device), \
+                torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            return self.net(mel, faces).float().cpu()
 
     def __call__(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-        mel = mel.to(self.device)
-        faces = faces.to(self.device).contiguous(memory_format=self.memory_format)
-        with torch.inference_mode(), cudnn_autotune(self.device), \
-                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.net(mel, faces).float().cpu()
+        mel, faces = mel.to(self.device), faces.to(self.device)
+        out = self._run(mel, faces)
+        if self.precision == "fp16" and not bool(torch.isfinite(out).all()):
+            fallback = "bf16" if self.device.type == "cuda" and cuda_has_native_bf16(self.device) else "fp32"
+            warnings.warn(f"fp16 overflowed in Wav2Lip (non-finite output): this batch and the rest run in {fallback}",
+                          stacklevel=2)
+            self._set_precision(fallback)
+            out = self._run(mel, faces)
+        return out
 
 
 def pad_box(detection: Sequence[float], pads: Sequence[int], frame_size: tuple[int, int]) -> list[int]:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from facesynth import winograd
 from facesynth.errors import NoFaceError
-from facesynth.gpu import cpu_has_native_bf16, cudnn_autotune
+from facesynth.gpu import cpu_has_native_bf16, cuda_has_native_bf16, cudnn_autotune, inference_dtype
 from facesynth.reenact.model import KP, OcclusionAwareGenerator
 
 __all__ = ["normalize_kp", "animate", "iter_animate", "find_best_frame", "default_batch_size", "hull_area",
@@ -276,7 +276,11 @@ def _decode(generator: OcclusionAwareGenerator, out: torch.Tensor) -> torch.Tens
     out = generator.bottleneck(out)
     for block in generator.up_blocks:
         out = block(out)
-    return torch.sigmoid(generator.final(out))
+    logits = generator.final(out)
+    if logits.dtype == torch.float16:
+        # an fp16 overflow reaches here as +-inf, which the sigmoid would hide as 0 or 1: make it NaN for ``run``
+        return torch.sigmoid(logits).masked_fill_(logits.isinf(), float("nan"))
+    return torch.sigmoid(logits)
 
 
 def _encode(generator: OcclusionAwareGenerator, source: torch.Tensor) -> torch.Tensor:
@@ -288,7 +292,7 @@ def _encode(generator: OcclusionAwareGenerator, source: torch.Tensor) -> torch.T
 
 def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_movement_scale: bool = True,
                  batch_size: int | None = None, best_frame: int | str | None = None,
-                 autocast: bool | None = None, detector="auto") -> Iterator[torch.Tensor]:
+                 autocast: bool | torch.dtype | None = None, detector="auto") -> Iterator[torch.Tensor]:
     """Yield the animation in batches: (b, C, H, W) float32 in [0, 1] on the model's device, frames in order.
 
     ``model`` is a FOMM (``load_fomm``). ``relative``: relative movement and relative jacobian (the official
@@ -299,22 +303,28 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     it, in order; ``detector`` is the landmark backend ``"find"`` uses. With ``"find"``, a one-shot iterator of
     frames is held in memory (the search needs them all first); a tensor, list or re-iterable clip is read twice.
     An index into a stream holds only the frames up to it. ``batch_size`` defaults to ``default_batch_size``.
-    ``autocast`` (default: on GPU only) runs the networks in mixed precision; key point normalisation stays
-    float32. On a GPU the model's networks are converted to channels-last in place (same values), and cuDNN
-    autotunes its convolutions during each step unless ``torch.backends.cudnn.deterministic`` is set.
-    ``autocast=True`` on a CPU runs the generator in bf16 while the key point detector stays fp32: no faster than
-    the fp32 default since the fp32 convolutions run by NNPACK (0.238 vs 0.203 s/frame on a 2-core AVX-512 EPYC
-    with bf16 instructions, 2026-12-07), and its results differ from fp32 by up to 2e-3 on bench/reenact.py's
-    random network but by up to 0.23 on one with BatchNorm statistics from real frames (README): check it on the
-    released weights before relying on it. Arguments are checked when the first batch is asked for (this is a
-    generator).
+    ``autocast`` (default: on a GPU only) runs the networks in mixed precision: ``True`` picks
+    ``gpu.inference_dtype`` (fp16 on a GPU, bf16 on a CPU), or name ``torch.float16`` / ``torch.bfloat16``; key point
+    normalisation stays float32. fp16 rounds 8 times finer than bf16 (README, "Precision"); where it overflows (a
+    non-finite output) a warning says so and that batch and the rest run in bf16 (fp32 on GPUs without bf16). On a
+    GPU the model's networks are converted to channels-last in place (same values), and cuDNN autotunes its
+    convolutions during each step unless ``torch.backends.cudnn.deterministic`` is set. ``autocast=True`` on a CPU
+    runs the generator in bf16 while the key point detector stays fp32: no faster than the fp32 default since the
+    fp32 convolutions run by NNPACK (0.238 vs 0.203 s/frame on a 2-core AVX-512 EPYC with bf16 instructions,
+    2026-12-07), and its results differ from fp32 by up to 2e-3 on bench/reenact.py's random network but by up to
+    0.23 on one with BatchNorm statistics from real frames (README): check it on the released weights before relying
+    on it; fp16 on a CPU has no fast kernels (hundreds of times slower). Arguments are checked when the first batch
+    is asked for (this is a generator).
     """
     device = model.device
     src = _source_tensor(model, source)
-    use_amp = device.type == "cuda" if autocast is None else bool(autocast)
-    amp_type = torch.bfloat16 if device.type == "cpu" else None
-    if use_amp and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("this CPU has no bf16 instructions: autocast=True will be slower than fp32", stacklevel=2)
+    dtype = _autocast_dtype(autocast, device)
+    if dtype is not None and device.type == "cpu":
+        if dtype == torch.float16:
+            warnings.warn("fp16 autocast on a CPU has no fast kernels (hundreds of times slower than fp32): use "
+                          "autocast=torch.bfloat16 or the fp32 default", stacklevel=2)
+        elif not cpu_has_native_bf16():
+            warnings.warn("this CPU has no bf16 instructions: autocast=True will be slower than fp32", stacklevel=2)
     if batch_size is None:
         batch_size = default_batch_size(model, src.shape[2], src.shape[3])
     if batch_size < 1:
@@ -342,49 +352,72 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     # inference_mode (and cuDNN autotuning) around each step only: a generator must not leave them switched on
     # while its caller runs
     @torch.inference_mode()
-    def kp_of(frames: torch.Tensor) -> KP:
-        with cudnn_autotune(device), amp(device, enabled=use_amp and device.type != "cpu"):
-            kp = model.kp_detector(frames)      # autocast only on a GPU: cheap here, its precision moves every pixel
+    def kp_of(frames: torch.Tensor, dtype: torch.dtype | None) -> KP:
+        # autocast only on a GPU: cheap on a CPU, and its precision moves every pixel
+        with cudnn_autotune(device), amp(device, enabled=dtype is not None and device.type != "cpu", dtype=dtype):
+            kp = model.kp_detector(frames)
         return {k: v.float() for k, v in kp.items()}
 
     @torch.inference_mode()
-    def encode() -> torch.Tensor:
-        with cudnn_autotune(device), amp(device, enabled=use_amp, dtype=amp_type):
+    def encode(dtype: torch.dtype | None) -> torch.Tensor:
+        with cudnn_autotune(device), amp(device, enabled=dtype is not None, dtype=dtype):
             return _encode(model.generator, src)
 
-    features = encode()
-    kp_source = kp_of(src)
+    # what every frame needs, in the precision ``dtype`` (None: fp32), recomputed if fp16 overflows
+    state: dict = {"dtype": dtype, "features": encode(dtype), "kp_source": kp_of(src, dtype)}
+
+    def set_initial(kp_initial: KP) -> None:
+        state["kp_initial"] = kp_initial
+        state["scale"] = movement_scale(state["kp_source"], kp_initial) if (relative and adapt_movement_scale) else 1
+        with torch.inference_mode():
+            state["inverse_initial"] = (torch.inverse(kp_initial["jacobian"])
+                                        if relative and "jacobian" in kp_initial else None)
+
     batches = _frame_batches(driving, batch_size)
     # the initial frame's key points are needed before the first output: buffer the frames up to it; its batch's
     # key points are computed once, for it and for that batch's frames
     buffered: list[tuple[torch.Tensor, KP | None]] = []
     seen = 0
-    kp_initial: KP | None = None
+    initial: tuple[torch.Tensor, int] | None = None     # the initial frame's batch and its index there
     for batch in batches:
         batch = model._frames(batch, "driving").contiguous(memory_format=layout)
         if seen + batch.shape[0] > initial_index:
-            kp_batch = kp_of(batch)
-            kp_initial = {k: v[initial_index - seen:initial_index - seen + 1] for k, v in kp_batch.items()}
+            kp_batch = kp_of(batch, dtype)
+            initial = batch, initial_index - seen
+            set_initial({k: v[initial[1]:initial[1] + 1] for k, v in kp_batch.items()})
             buffered.append((batch, kp_batch))
             break
         buffered.append((batch, None))
         seen += batch.shape[0]
-    if kp_initial is None:
+    if initial is None:
         if seen == 0:
             return
         raise ValueError(f"best_frame {initial_index} is past the driving video's {seen} frames")
-    scale = movement_scale(kp_source, kp_initial) if (relative and adapt_movement_scale) else 1
-    with torch.inference_mode():
-        inverse_initial = torch.inverse(kp_initial["jacobian"]) if relative and "jacobian" in kp_initial else None
 
     @torch.inference_mode()
-    def run(frames: torch.Tensor, kp_driving: KP | None = None) -> torch.Tensor:
+    def step(frames: torch.Tensor, kp_driving: KP | None) -> torch.Tensor:
+        dtype = state["dtype"]
         if kp_driving is None:
-            kp_driving = kp_of(frames)
-        kp_norm = _normalize(kp_source, kp_driving, kp_initial, scale, relative, relative, inverse_initial)
-        with cudnn_autotune(device), amp(device, enabled=use_amp, dtype=amp_type):
-            prediction = _generate(model.generator, src, features, kp_norm, kp_source)
+            kp_driving = kp_of(frames, dtype)
+        kp_norm = _normalize(state["kp_source"], kp_driving, state["kp_initial"], state["scale"], relative, relative,
+                             state["inverse_initial"])
+        with cudnn_autotune(device), amp(device, enabled=dtype is not None, dtype=dtype):
+            prediction = _generate(model.generator, src, state["features"], kp_norm, state["kp_source"])
         return prediction.float().contiguous()
+
+    def run(frames: torch.Tensor, kp_driving: KP | None = None) -> torch.Tensor:
+        prediction = step(frames, kp_driving)
+        if state["dtype"] == torch.float16 and not bool(torch.isfinite(prediction).all()):
+            # fp16 tops out at 65504: an activation went past it. bf16 has fp32's range (fp32 where it is slow)
+            fallback = torch.bfloat16 if device.type == "cuda" and cuda_has_native_bf16(device) else None
+            warnings.warn("fp16 overflowed in the networks (non-finite output): this batch and the rest run in "
+                          f"{'bf16' if fallback else 'fp32'}; pass autocast=False for fp32 from the start",
+                          stacklevel=2)
+            state.update(dtype=fallback, features=encode(fallback), kp_source=kp_of(src, fallback))
+            batch, i = initial        # its key points in its batch, as in a run in that precision from the start
+            set_initial({k: v[i:i + 1] for k, v in kp_of(batch, fallback).items()})
+            prediction = step(frames, None)
+        return prediction
 
     while buffered:
         yield run(*buffered.pop(0))
@@ -392,9 +425,20 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
         yield run(model._frames(batch, "driving").contiguous(memory_format=layout))
 
 
+def _autocast_dtype(autocast: bool | torch.dtype | None, device: torch.device) -> torch.dtype | None:
+    """The dtype ``iter_animate`` runs the networks in under autocast, None for fp32."""
+    if isinstance(autocast, torch.dtype):
+        if autocast not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"autocast takes True, False, None, torch.float16 or torch.bfloat16, got {autocast}")
+        return autocast
+    if autocast is None:
+        autocast = device.type == "cuda"
+    return inference_dtype(device) if autocast else None
+
+
 def animate(model, source, driving: Frames, relative: bool = True, adapt_movement_scale: bool = True,
             batch_size: int | None = None, best_frame: int | str | None = None,
-            autocast: bool | None = None, detector="auto") -> torch.Tensor:
+            autocast: bool | torch.dtype | None = None, detector="auto") -> torch.Tensor:
     """The whole animation as one (T, C, H, W) float32 tensor in [0, 1] on the CPU (see ``iter_animate``)."""
     parts = [p.cpu() for p in iter_animate(model, source, driving, relative=relative,
                                            adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,

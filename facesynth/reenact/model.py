@@ -184,7 +184,7 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     phases run as one 3x3 conv (padding 1, exact positions): NNPACK then uses Winograd F(6x6, 3x3) instead of its
     FFT: 22-35 % less time (one thread, 2026-12-07), at 1e-5 relative to the largest output.
 
-    Shape: x (N, C, H, W), weight (K, C, 3, 3), bias (K,) → (N, K, 2H, 2W).
+    Shape: x (N, C, H, W), weight (K, C, 3, 3), bias (K,) → (N, K, 2H, 2W), channels-last if x is.
     """
     n, _, h, w = x.shape
     k = weight.shape[0]
@@ -203,7 +203,10 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         full = F.conv2d(padded, kernels) if conv is None else winograd.conv2d(padded, conv, kernels, key=key,
                                                                                 padding=0)
         phases = [full[:, p * k:(p + 1) * k, a:a + h, b:b + w] for p, (a, b) in enumerate(order)]
-    out = phases[0].new_empty(n, k, 2 * h, 2 * w)
+    # in the input's layout: channels-last stays so on a GPU, and the next convolution needs no transpose
+    layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+              else torch.contiguous_format)
+    out = torch.empty(n, k, 2 * h, 2 * w, dtype=phases[0].dtype, device=phases[0].device, memory_format=layout)
     for phase, (a, b) in zip(phases, order):
         out[:, :, a::2, b::2] = phase
     return out if bias is None else out.add_(bias.to(out.dtype).view(1, -1, 1, 1))
