@@ -251,15 +251,16 @@ def test_fomm_batched_animate_in_fp32_equals_the_official_output(fomm_small):
 
 
 def test_fomm_autocast_stays_close_to_the_official_output(fomm_small):
-    """The GPU default (autocast on: key points and generator in bf16/fp16); CPU bf16 of both moved pixels by at
-    most 4.4e-3, mean 9e-4 on these frames."""
+    """The GPU default: autocast on, key points and generator in fp16 (``gpu.inference_dtype``). On the CPU, fp16
+    autocast of both (same rounding, no fast kernels) moved pixels by at most 5.6e-4, mean 1.2e-4 on these frames;
+    bf16 by 4.9e-3, mean 9.1e-4, which the mean bound below rejects."""
     from facesynth.reenact import animate, load_fomm
 
     model = load_fomm(fomm_small["ckpt"], config=fomm_small["config"], device=DEVICE)
     video = animate(model, fomm_small["source"], fomm_small["driving"], batch_size=4)
     assert video.dtype == torch.float32 and torch.isfinite(video).all()
     worst, mean = _official_diff(video, fomm_small)
-    assert worst <= 5e-2 and mean <= 5e-3, f"max {worst:.3g}, mean {mean:.3g}"
+    assert 0 < worst <= 3e-3 and mean <= 4e-4, f"max {worst:.3g}, mean {mean:.3g}"
 
 
 def test_fomm_vox256_batched_animate_matches_the_cpu(samples):
@@ -325,7 +326,8 @@ def test_stylegan_fp32_matches_the_cpu_and_bf16_stays_close():
 # --- lip sync (Wav2Lip) -----------------------------------------------------------------------------------------------
 
 def test_wav2lip_fp32_matches_the_cpu_and_bf16_stays_close():
-    """The official network and InferenceWav2Lip (BatchNorm folded, channels_last); CPU bf16: max 0.019, mean 0.002."""
+    """The official network and InferenceWav2Lip (BatchNorm folded, channels_last); on the CPU bf16 was max 0.020,
+    mean 2.0e-3 from fp32 and fp16 (emulated: same rounding, no fast kernels) max 2.7e-3, mean 2.9e-4."""
     from facesynth.lipsync import InferenceWav2Lip, random_wav2lip
 
     g = torch.Generator().manual_seed(0)
@@ -343,6 +345,11 @@ def test_wav2lip_fp32_matches_the_cpu_and_bf16_stays_close():
         assert worst <= tol, f"{name}: max {worst:.3g}"
     worst, mean = max_mean_abs(bf16, cpu)
     assert bf16.dtype == torch.float32 and worst <= 5e-2 and mean <= 1e-2, f"bf16: max {worst:.3g}, mean {mean:.3g}"
+    if ON_CUDA:       # a CPU rehearsal skips fp16: no fast kernels there
+        fp16 = InferenceWav2Lip(net, device=DEVICE, precision="fp16")(mel, faces)
+        worst, mean = max_mean_abs(fp16, cpu)
+        assert fp16.dtype == torch.float32 and 0 < worst <= 1e-2 and mean <= 1e-3, \
+            f"fp16: max {worst:.3g}, mean {mean:.3g}"
 
 
 # --- extraction: the FAN backend --------------------------------------------------------------------------------------

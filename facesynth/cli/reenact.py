@@ -26,8 +26,9 @@ def _add_reenact(sub) -> None:
     p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
     p.add_argument("--paste-back", action="store_true", help="paste the animated face into the full portrait")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "mixed"],
-                   help="auto: mixed on GPU, fp32 on CPU (the official numbers); mixed on a CPU runs the generator "
-                        "in bf16, ~1e-3 from fp32 and no faster than fp32 there (its NNPACK convolutions)")
+                   help="auto: mixed on GPU, fp32 on CPU (the official numbers); mixed is fp16 on a GPU (falls "
+                        "back to bf16 with a warning where fp16 overflows) and on a CPU runs the generator in bf16, "
+                        "~1e-3 from fp32 and no faster than fp32 there (its NNPACK convolutions)")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
 

@@ -63,7 +63,7 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
             ``--find_best_frame``).
         paste: write the full portrait with the animated face pasted back, instead of the square crop.
         keep: how many evenly spaced frames to keep in ``Reenactment.samples``.
-        batch_size, autocast: as ``iter_animate`` (autocast: None = on GPU only; True on a CPU = bf16 generator).
+        batch_size, autocast: as ``iter_animate`` (autocast: None = on GPU only, fp16; True on a CPU = bf16 generator).
         provenance: sign a C2PA manifest into the video (the portrait's and driving video's SHA-256, the
             checkpoint's when the model was loaded from a file, these settings), mark its frames and write
             ``<out_path>.provenance.json``; on by default (None: unless ``$FACESYNTH_PROVENANCE=0``), False for a
