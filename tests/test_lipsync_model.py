@@ -134,9 +134,9 @@ def test_fp16_rounds_finer_than_bf16_and_an_overflow_falls_back_to_fp32(net, ref
         big.face_decoder_blocks[3][0].conv_block[0].weight.mul_(1e6)
     fused = InferenceWav2Lip(big, device="cpu", precision="fp16")
     with pytest.warns(UserWarning, match="fp16 overflowed in Wav2Lip.*run in fp32"):
-        out = fused(mel, faces)
+        out = fused(mel[:1], faces[:1])
     assert fused.precision == "fp32" and torch.isfinite(out).all()
-    assert torch.equal(out, InferenceWav2Lip(big, device="cpu")(mel, faces))
+    assert torch.equal(out, InferenceWav2Lip(big, device="cpu")(mel[:1], faces[:1]))
     with pytest.raises(ConfigError, match="'fp32', 'bf16', 'fp16'"):
         InferenceWav2Lip(net, device="cpu", precision="half")
 
