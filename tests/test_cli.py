@@ -161,3 +161,19 @@ def test_lipsync_batch_size_defaults_agree_with_the_library():
     for command in (["lipsync", "out.mp4", "--face", "f.png", "--audio", "a.wav"],
                     ["talking-portrait", "out.mp4", "--portrait", "p.png", "--driving", "d.mp4"]):
         assert parser.parse_args(command).batch_size == DEFAULT_BATCH_SIZE
+
+
+def test_half_precision_flags_name_the_library_precision(capsys):
+    from facesynth.cli.lipsync import _precision
+
+    parser = build_parser()
+    for command in (["lipsync", "out.mp4", "--face", "f.png", "--audio", "a.wav"],
+                    ["talking-portrait", "out.mp4", "--portrait", "p.png", "--driving", "d.mp4"]):
+        assert [_precision(parser.parse_args(command + flag)) for flag in ([], ["--bf16"], ["--fp16"])] == \
+            ["fp32", "bf16", "fp16"]
+        with pytest.raises(SystemExit):                     # one half precision or the other
+            parser.parse_args(command + ["--bf16", "--fp16"])
+        assert "not allowed with argument" in capsys.readouterr().err
+    reenact = ["reenact", "out.mp4", "--source", "s.png", "--driving", "d.mp4"]
+    assert [parser.parse_args(reenact + (["--precision", p] if p else [])).precision
+            for p in (None, "fp16", "bf16")] == ["auto", "fp16", "bf16"]

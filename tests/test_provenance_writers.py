@@ -164,6 +164,16 @@ def test_self_reenactment_is_created_and_its_copy_baseline_is_plain(fomm, drivin
     assert_plain(result.baseline)                                            # a real frame repeated: no model made it
 
 
+def test_a_precision_named_by_its_dtype_is_recorded_by_name(fomm, driving, clip, tmp_path):
+    import torch
+
+    from facesynth.reenact import self_reenact
+
+    result = self_reenact(fomm, driving, tmp_path / "self.mp4", size=128, keep=0, autocast=torch.bfloat16)
+    data = assert_signed(result.video, "c2pa.created", "reenact", inputs=[clip], weights=[FOMM_CKPT])
+    assert data["parameters"]["autocast"] == "bfloat16"
+
+
 def test_a_model_built_in_memory_is_named_as_such(fomm, driving, tmp_path):
     import dataclasses
 

@@ -25,22 +25,26 @@ def _add_reenact(sub) -> None:
     p.add_argument("--size", type=int, default=256, help="crop side the model runs at (vox: 256)")
     p.add_argument("--detector", default="auto", choices=["auto", "fan", "dlib"])
     p.add_argument("--paste-back", action="store_true", help="paste the animated face into the full portrait")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "mixed"],
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "mixed", "fp16", "bf16"],
                    help="auto: mixed on GPU, fp32 on CPU (the official numbers); mixed is fp16 on a GPU (falls "
                         "back to bf16 with a warning where fp16 overflows) and on a CPU runs the generator in bf16, "
-                        "~1e-3 from fp32 and no faster than fp32 there (its NNPACK convolutions)")
+                        "~1e-3 from fp32 and no faster than fp32 there (its NNPACK convolutions); fp16 or bf16 "
+                        "name the half precision (fp16 has no fast kernels on a CPU)")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
 
 
 def _run_reenact(args) -> int:
+    import torch
+
     from facesynth.reenact import load_fomm, reenact
 
     model = load_fomm(args.checkpoint, config=args.config, device=args.device)
     result = reenact(model, args.source, args.driving, args.output, size=args.size, relative=args.relative,
                      adapt_movement_scale=args.adapt_scale, best_frame=args.best_frame, paste=args.paste_back,
                      detector=args.detector, keep=0,
-                     autocast={"auto": None, "fp32": False, "mixed": True}[args.precision],
+                     autocast={"auto": None, "fp32": False, "mixed": True, "fp16": torch.float16,
+                               "bf16": torch.bfloat16}[args.precision],
                      provenance=provenance_arg(args))
     clip = result.clip
     start = "" if result.best_frame is None else f", from driving frame {result.best_frame}"

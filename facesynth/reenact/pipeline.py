@@ -49,7 +49,7 @@ class Reenactment:
 def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | os.PathLike | DrivingClip,
             out_path: str | os.PathLike, size: int = 256, relative: bool = True, adapt_movement_scale: bool = True,
             best_frame: bool = False, paste: bool = False, detector: str = "auto", keep: int = 6,
-            batch_size: int | None = None, autocast: bool | None = None,
+            batch_size: int | None = None, autocast: bool | torch.dtype | None = None,
             provenance: bool | None = None) -> Reenactment:
     """Animate the face of ``source`` with the motion of ``driving`` and write the result to ``out_path``.
 
@@ -113,7 +113,7 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
 def self_reenact(model: FOMM, driving: str | os.PathLike | DrivingClip, out_path: str | os.PathLike,
                  size: int = 256, source_frame: int = 0, baseline_path: str | os.PathLike | None = None,
                  detector: str = "auto", keep: int = 6, batch_size: int | None = None,
-                 autocast: bool | None = None, provenance: bool | None = None) -> Reenactment:
+                 autocast: bool | torch.dtype | None = None, provenance: bool | None = None) -> Reenactment:
     """Self-reenactment, the FOMM paper's reconstruction protocol: one frame of a video animated by the video.
 
     The source is frame ``source_frame`` of the driving video's fixed face crop (``prepare_driving``), and every
@@ -176,6 +176,8 @@ def _provenance(provenance: bool | None, model: FOMM, inputs: list, edited: bool
         return None
     weights, noted = pv.model_weights(model)
     config = Path(model.config.name).name if model.config.name else None     # a YAML's name, not its folder
+    if isinstance(parameters.get("autocast"), torch.dtype):       # the record is JSON: a dtype by its name
+        parameters["autocast"] = str(parameters["autocast"]).removeprefix("torch.")
     return pv.Provenance("reenact", inputs=inputs, weights=weights, edited=edited,
                          parameters={"config": config, **parameters, **noted})
 
