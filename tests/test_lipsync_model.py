@@ -122,7 +122,8 @@ def test_fp16_rounds_finer_than_bf16_and_an_overflow_falls_back_to_fp32(net, ref
 
     mel, faces = reference_inputs(ref)
     official = ref["wav2lip_out"]
-    fp16 = InferenceWav2Lip(net, device="cpu", precision="fp16")(mel, faces)
+    with pytest.warns(UserWarning, match="fp16 on a CPU has no fast kernels"):
+        fp16 = InferenceWav2Lip(net, device="cpu", precision="fp16")(mel, faces)
     bf16 = InferenceWav2Lip(net, device="cpu", precision="bf16")(mel, faces)
     d16, d_bf = (fp16 - official).abs(), (bf16 - official).abs()
     assert fp16.dtype == torch.float32 and fp16.shape == official.shape
@@ -132,7 +133,8 @@ def test_fp16_rounds_finer_than_bf16_and_an_overflow_falls_back_to_fp32(net, ref
     big = copy.deepcopy(net)
     with torch.no_grad():
         big.face_decoder_blocks[3][0].conv_block[0].weight.mul_(1e6)
-    fused = InferenceWav2Lip(big, device="cpu", precision="fp16")
+    with pytest.warns(UserWarning, match="no fast kernels"):
+        fused = InferenceWav2Lip(big, device="cpu", precision="fp16")
     with pytest.warns(UserWarning, match="fp16 overflowed in Wav2Lip.*run in fp32"):
         out = fused(mel[:1], faces[:1])
     assert fused.precision == "fp32" and torch.isfinite(out).all()

@@ -252,6 +252,9 @@ class InferenceWav2Lip:
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
         self.device = pick_device(device)
+        if precision == "fp16" and self.device.type == "cpu":
+            warnings.warn("fp16 on a CPU has no fast kernels (about 10 times slower than fp32): use precision='bf16' "
+                          "or 'fp32' there", stacklevel=2)
         net = checkpoint if isinstance(checkpoint, Wav2Lip) else load_wav2lip(checkpoint, device="cpu")
         self.net = fuse_batchnorm(net).to(self.device)
         self._set_precision(precision)
