@@ -56,7 +56,7 @@ def inference_dtype(device: torch.device | str) -> torch.dtype:
     Training wants bf16 where the GPU has it (``amp_dtype``: fp32's range, no loss scaling). Inference has no
     gradients to underflow and activations of ordinary size, and there fp16, with its 10-bit mantissa, rounds 8
     times finer than bf16's 7 bits at the same tensor-core speed: FOMM's animation moves 8 times less from fp32
-    (README, "Precision"). On a CPU fp16 has no fast kernels: bf16.
+    (README, "Reenactment"). On a CPU fp16 has no fast kernels: bf16.
     """
     return torch.bfloat16 if torch.device(device).type == "cpu" else torch.float16
 

@@ -249,12 +249,13 @@ def test_fp16_overflow_warns_and_the_rest_runs_as_a_run_in_the_fallback_precisio
     model = load_fomm(DATA / "small-cpk.pt", config=DATA / "small.yaml", device="cpu")
     with torch.no_grad():
         model.generator.bottleneck[2].conv2.weight.mul_(1e7)
-    fp32 = animate(model, source, driving, batch_size=3, autocast=False)
-    with pytest.warns(UserWarning) as caught:
-        fp16 = animate(model, source, driving, batch_size=3, autocast=torch.float16)
-    messages = [str(w.message) for w in caught]
-    assert sum("fp16 overflowed" in m and "run in fp32" in m for m in messages) == 1, messages
-    assert torch.isfinite(fp16).all() and torch.equal(fp16, fp32)
+    for best_frame in (None, 4):         # 4: the initial frame in the second batch, buffered with its key points
+        fp32 = animate(model, source, driving, batch_size=3, autocast=False, best_frame=best_frame)
+        with pytest.warns(UserWarning) as caught:
+            fp16 = animate(model, source, driving, batch_size=3, autocast=torch.float16, best_frame=best_frame)
+        messages = [str(w.message) for w in caught]
+        assert sum("fp16 overflowed" in m and "run in fp32" in m for m in messages) == 1, messages
+        assert torch.isfinite(fp16).all() and torch.equal(fp16, fp32)
 
 
 @pytest.mark.parametrize("device, autocast, dtype", [

@@ -305,7 +305,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     An index into a stream holds only the frames up to it. ``batch_size`` defaults to ``default_batch_size``.
     ``autocast`` (default: on a GPU only) runs the networks in mixed precision: ``True`` picks
     ``gpu.inference_dtype`` (fp16 on a GPU, bf16 on a CPU), or name ``torch.float16`` / ``torch.bfloat16``; key point
-    normalisation stays float32. fp16 rounds 8 times finer than bf16 (README, "Precision"); where it overflows (a
+    normalisation stays float32. fp16 rounds 8 times finer than bf16 (README, "Reenactment"); where it overflows (a
     non-finite output) a warning says so and that batch and the rest run in bf16 (fp32 on GPUs without bf16). On a
     GPU the model's networks are converted to channels-last in place (same values), and cuDNN autotunes its
     convolutions during each step unless ``torch.backends.cudnn.deterministic`` is set. ``autocast=True`` on a CPU
@@ -376,20 +376,22 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     batches = _frame_batches(driving, batch_size)
     # the initial frame's key points are needed before the first output: buffer the frames up to it; its batch's
     # key points are computed once, for it and for that batch's frames
-    buffered: list[tuple[torch.Tensor, KP | None]] = []
+    buffered: list[tuple[torch.Tensor, KP | None]] = []     # a batch, and its key points if computed (in ``dtype``)
     seen = 0
-    initial: tuple[torch.Tensor, int] | None = None     # the initial frame's batch and its index there
+    initial_at: int | None = None      # the initial frame's index in its batch
     for batch in batches:
         batch = model._frames(batch, "driving").contiguous(memory_format=layout)
         if seen + batch.shape[0] > initial_index:
             kp_batch = kp_of(batch, dtype)
-            initial = batch, initial_index - seen
-            set_initial({k: v[initial[1]:initial[1] + 1] for k, v in kp_batch.items()})
+            initial_at = initial_index - seen
+            if dtype == torch.float16:
+                state["initial_batch"] = batch      # for a fallback to recompute its key points
+            set_initial({k: v[initial_at:initial_at + 1] for k, v in kp_batch.items()})
             buffered.append((batch, kp_batch))
             break
         buffered.append((batch, None))
         seen += batch.shape[0]
-    if initial is None:
+    if initial_at is None:
         if seen == 0:
             return
         raise ValueError(f"best_frame {initial_index} is past the driving video's {seen} frames")
@@ -406,6 +408,8 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
         return prediction.float().contiguous()
 
     def run(frames: torch.Tensor, kp_driving: KP | None = None) -> torch.Tensor:
+        if state["dtype"] != dtype:
+            kp_driving = None       # buffered key points in the precision before a fallback: computed again
         prediction = step(frames, kp_driving)
         if state["dtype"] == torch.float16 and not bool(torch.isfinite(prediction).all()):
             # fp16 tops out at 65504: an activation went past it. bf16 has fp32's range (fp32 where it is slow)
@@ -414,8 +418,9 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
                           f"{'bf16' if fallback else 'fp32'}; pass autocast=False for fp32 from the start",
                           stacklevel=2)
             state.update(dtype=fallback, features=encode(fallback), kp_source=kp_of(src, fallback))
-            batch, i = initial        # its key points in its batch, as in a run in that precision from the start
-            set_initial({k: v[i:i + 1] for k, v in kp_of(batch, fallback).items()})
+            # the initial frame's key points from its batch, as in a run in that precision from the start
+            set_initial({k: v[initial_at:initial_at + 1]
+                         for k, v in kp_of(state.pop("initial_batch"), fallback).items()})
             prediction = step(frames, None)
         return prediction
 
