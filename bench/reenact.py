@@ -277,6 +277,7 @@ def child_main(spec_json: str) -> int:
     import torch
     from facesynth.media import read_image, to_tensor
     from facesynth.reenact import iter_animate
+    from facesynth.gpu import HALF_PRECISIONS, precision_name
     from facesynth.reenact.animate import _autocast_dtype, default_batch_size
 
     if spec.get("threads"):
@@ -358,8 +359,8 @@ def child_main(spec_json: str) -> int:
             batch = default_batch_size(model, SIZE, SIZE)
             rec["batch_auto_resolved"] = batch
         # None: iter_animate's default (fp16 on a GPU, fp32 on a CPU); True/False; or a dtype's name
-        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.get("autocast"), spec.get("autocast"))
-        precision = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[_autocast_dtype(autocast, dev)]
+        autocast = HALF_PRECISIONS.get(spec.get("autocast"), spec.get("autocast"))
+        precision = precision_name(_autocast_dtype(autocast, dev))
         warm = driving[:1] if not cuda else driving[:batch]
         for out in iter_animate(model, source, warm, batch_size=batch, autocast=autocast):
             out.cpu()

@@ -15,7 +15,8 @@ import torch
 
 from facesynth.errors import ConfigError
 
-__all__ = ["pick_device", "autocast", "amp_dtype", "inference_dtype", "cuda_has_native_bf16", "channels_last",
+__all__ = ["pick_device", "autocast", "amp_dtype", "inference_dtype", "HALF_PRECISIONS", "precision_name",
+           "fp16_fallback", "cuda_has_native_bf16", "channels_last",
            "seed_everything", "memory_report", "reset_peak_memory", "in_colab", "cpu_has_native_bf16",
            "cpu_autocast_state", "cudnn_autotune"]
 
@@ -59,6 +60,21 @@ def inference_dtype(device: torch.device | str) -> torch.dtype:
     (README, "Reenactment"). On a CPU fp16 has no fast kernels: bf16.
     """
     return torch.bfloat16 if torch.device(device).type == "cpu" else torch.float16
+
+
+# the half precisions by the names the CLI, the benches and Wav2Lip's ``precision`` use
+HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"fp32"`` for None (no autocast), ``"bf16"`` or ``"fp16"`` for those autocast dtypes."""
+    return "fp32" if dtype is None else next(name for name, d in HALF_PRECISIONS.items() if d == dtype)
+
+
+def fp16_fallback(device: torch.device | str) -> torch.dtype | None:
+    """Where fp16 overflows: bf16 (fp32's range) on a GPU that computes it, else None (fp32)."""
+    dev = torch.device(device)
+    return torch.bfloat16 if dev.type == "cuda" and cuda_has_native_bf16(dev) else None
 
 
 def cuda_has_native_bf16(device: torch.device | str = "cuda") -> bool:

@@ -35,16 +35,14 @@ def _add_reenact(sub) -> None:
 
 
 def _run_reenact(args) -> int:
-    import torch
-
+    from facesynth.gpu import HALF_PRECISIONS
     from facesynth.reenact import load_fomm, reenact
 
     model = load_fomm(args.checkpoint, config=args.config, device=args.device)
     result = reenact(model, args.source, args.driving, args.output, size=args.size, relative=args.relative,
                      adapt_movement_scale=args.adapt_scale, best_frame=args.best_frame, paste=args.paste_back,
                      detector=args.detector, keep=0,
-                     autocast={"auto": None, "fp32": False, "mixed": True, "fp16": torch.float16,
-                               "bf16": torch.bfloat16}[args.precision],
+                     autocast={"auto": None, "fp32": False, "mixed": True, **HALF_PRECISIONS}[args.precision],
                      provenance=provenance_arg(args))
     clip = result.clip
     start = "" if result.best_frame is None else f", from driving frame {result.best_frame}"

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from facesynth.errors import ConfigError, MediaError, NoFaceError
-from facesynth.gpu import cuda_has_native_bf16, cudnn_autotune
+from facesynth.gpu import HALF_PRECISIONS, cudnn_autotune, fp16_fallback, precision_name
 from facesynth.lipsync.audio import HOP, MelWindows, chunk_starts, count_mel_frames
 from facesynth.lipsync.model import Wav2Lip, fuse_batchnorm
 
@@ -48,7 +48,7 @@ FACE_SIZE = 96
 # frames per network call (official 128). On 2 CPU cores at 32 the batched early decoder stages read their large
 # weights once for more frames: 28.8 frames/s against 26.5 at 16 and 28.0 at 64 (2026-12-07)
 DEFAULT_BATCH_SIZE = 32
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", *HALF_PRECISIONS)          # "fp32", "bf16", "fp16"
 SMOOTH_WINDOW = 5
 
 
@@ -271,7 +271,7 @@ class InferenceWav2Lip:
 
     def _run(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         faces = faces.contiguous(memory_format=self.memory_format)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        dtype = HALF_PRECISIONS.get(self.precision)
         with torch.inference_mode(), cudnn_autotune(self.device), \
                 torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             return self.net(mel, faces).float().cpu()
@@ -280,7 +280,7 @@ class InferenceWav2Lip:
         mel, faces = mel.to(self.device), faces.to(self.device)
         out = self._run(mel, faces)
         if self.precision == "fp16" and not bool(torch.isfinite(out).all()):
-            fallback = "bf16" if self.device.type == "cuda" and cuda_has_native_bf16(self.device) else "fp32"
+            fallback = precision_name(fp16_fallback(self.device))
             warnings.warn(f"fp16 overflowed in Wav2Lip (non-finite output): this batch and the rest run in {fallback}",
                           stacklevel=2)
             self._set_precision(fallback)

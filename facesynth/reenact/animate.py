@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from facesynth import winograd
 from facesynth.errors import NoFaceError
-from facesynth.gpu import cpu_has_native_bf16, cuda_has_native_bf16, cudnn_autotune, inference_dtype
+from facesynth.gpu import cpu_has_native_bf16, cudnn_autotune, fp16_fallback, inference_dtype, precision_name
 from facesynth.reenact.model import KP, OcclusionAwareGenerator
 
 __all__ = ["normalize_kp", "animate", "iter_animate", "find_best_frame", "default_batch_size", "hull_area",
@@ -413,9 +413,9 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
         prediction = step(frames, kp_driving)
         if state["dtype"] == torch.float16 and not bool(torch.isfinite(prediction).all()):
             # fp16 tops out at 65504: an activation went past it. bf16 has fp32's range (fp32 where it is slow)
-            fallback = torch.bfloat16 if device.type == "cuda" and cuda_has_native_bf16(device) else None
+            fallback = fp16_fallback(device)
             warnings.warn("fp16 overflowed in the networks (non-finite output): this batch and the rest run in "
-                          f"{'bf16' if fallback else 'fp32'}; pass autocast=False for fp32 from the start",
+                          f"{precision_name(fallback)}; pass autocast=False for fp32 from the start",
                           stacklevel=2)
             state.update(dtype=fallback, features=encode(fallback), kp_source=kp_of(src, fallback))
             # the initial frame's key points from its batch, as in a run in that precision from the start
