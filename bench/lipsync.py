@@ -2,7 +2,7 @@
 """Benchmark lip sync (Wav2Lip): the network at batch 32 (the default) and 128 against the official per-batch loop,
 and the whole ``lipsync`` pipeline, with peak memory and a streaming check.
 
-    python bench/lipsync.py [--quick] [--frames N] [--device auto|cpu|cuda] [--threads N] [--bf16]
+    python bench/lipsync.py [--quick] [--frames N] [--device auto|cpu|cuda] [--threads N] [--bf16] [--compile]
                             [--out bench/results/lipsync.json]
 
 The Wav2Lip generator with seeded random weights (``randomize_``; speed does not depend on the values), loaded
@@ -21,7 +21,9 @@ from a 2-second test sound, cycled. Device: ``pick_device()`` (or ``--device``).
   batch building and paste (``face_batch``, ``paste_prediction``). Each such child also times the official loop
   right after, in the same process (``paired_official``), so ``speedup_vs_official`` compares both under the
   same machine load. ``--bf16`` adds a bfloat16-autocast record; on a GPU fp16 and bf16 at batch 128 are always
-  measured (``network-b128-fp16``, ``-bf16``). The fp32 child at the default batch also profiles the network
+  measured (``network-b128-fp16``, ``-bf16``), and fp16 with ``compile=True`` (``network-b128-fp16-compiled``:
+  ``torch.compile`` with CUDA graphs; ``warmup_s`` is its compilation and graph recording, two batches before
+  timing); ``--compile`` adds a compiled record in the default precision on a CPU too. The fp32 child at the default batch also profiles the network
   step (``profile``): torch.profiler's top ops by self time (on one torch thread), GFLOP per frame of the direct
   convolutions and the direct-equivalent GFLOP/s beside a 2048x2048 fp32 matmul's; printed too.
 * ``pipeline``: ``lipsync()`` end to end on the astronaut portrait (dlib detection, mel, network, paste,
@@ -225,11 +227,16 @@ def child_main(spec_json: str) -> int:
             seconds, util = timed(lambda: official_loop(net, image, crop, mel, starts, device))
             rec.update(batch=OFFICIAL_BATCH)
         else:
-            fast = InferenceWav2Lip(net, device=device, precision=spec.get("precision", "fp32"))
+            compile_ = bool(spec.get("compile"))
+            fast = InferenceWav2Lip(net, device=device, precision=spec.get("precision", "fp32"), compile=compile_)
             batch = spec["batch"]
-            our_loop(fast, image, crop, mel, starts[:min(batch, 16)], batch)    # warm-up
+            t = time.perf_counter()
+            # warm-up; compiled: two whole batches (the compilation, then the CUDA graphs' recording)
+            our_loop(fast, image, crop, mel, starts[:2 * batch] if compile_ else starts[:min(batch, 16)], batch)
+            sync()
+            rec["warmup_s"] = round(time.perf_counter() - t, 2)
             seconds, util = timed(lambda: our_loop(fast, image, crop, mel, starts, batch))
-            rec.update(batch=batch, precision=fast.precision)
+            rec.update(batch=batch, precision=fast.precision, compiled=compile_)
         rec.update(frames=n, seconds=round(seconds, 2), fps=round(n / seconds, 2), cpu_utilisation=round(util, 2),
                    fps_per_cpu_second=per_cpu(n, seconds, util), peak_rss_mib=peak_rss_mib())
         if cuda:
@@ -310,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto (pick_device), cpu, cuda, ...")
     ap.add_argument("--threads", type=int, help="torch threads in each child (default: torch's)")
     ap.add_argument("--bf16", action="store_true", help="also measure bfloat16 autocast at the default batch")
+    ap.add_argument("--compile", action="store_true",
+                    help="on a CPU also measure compile=True (torch.compile) at the default batch (always on a GPU)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file to write (default {DEFAULT_OUT})")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -354,12 +363,15 @@ def main(argv: list[str] | None = None) -> int:
         configs = [{"name": "official_loop", **child({**base, "kind": "official"}, "official")}]
         runs = [(batch_default, "fp32"), (128, "fp32")] + ([(batch_default, "bf16")] if args.bf16 else [])
         if device.type == "cuda":          # both half precisions at the official batch (InferenceWav2Lip)
-            runs += [(128, "fp16")] + ([] if args.bf16 else [(128, "bf16")])
-        for batch, precision in runs:
-            name = f"network-b{batch}" + ("" if precision == "fp32" else f"-{precision}")
+            runs += [(128, "fp16")] + ([] if args.bf16 else [(128, "bf16")]) + [(128, "fp16-compiled")]
+        elif args.compile:
+            runs.append((batch_default, "fp32-compiled"))
+        for batch, variant in runs:
+            precision, _, compiled = variant.partition("-")
+            name = f"network-b{batch}" + ("" if variant == "fp32" else f"-{variant}")
             log(f"{name}, {n} frames (+ the official loop on {min(n, 128)} frames, paired) ...")
             rec = child({**base, "kind": "network", "batch": batch, "precision": precision, "paired": 128,
-                         "profile": batch == batch_default and precision == "fp32"}, name)
+                         "compile": bool(compiled), "profile": batch == batch_default and variant == "fp32"}, name)
             configs.append({"name": name, **rec})
             log(f"{name}: {rec.get('fps')} fps (x{rec.get('speedup_vs_official')} vs paired official), "
                 f"peak {rec.get('peak_rss_mib')} MiB")

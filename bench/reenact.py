@@ -2,7 +2,7 @@
 """Benchmark face reenactment (FOMM, vox-256): batched ``animate`` against the official frame-by-frame loop.
 
     python bench/reenact.py [--frames N] [--batch B ...] [--quick] [--device auto|cpu|cuda] [--threads N]
-                            [--out bench/results/reenact.json]
+                            [--compile-only] [--out bench/results/reenact.json]
 
 The vox-256 config with random weights (speed does not depend on the values): both modules are built, their
 state dicts put in an official-layout checkpoint dict and loaded with ``load_fomm``. Source: the astronaut
@@ -50,6 +50,12 @@ portrait resized to 256x256; driving: the sample talking head (176x144), centre-
   counted by torch's FlopCounterMode in a pass with NNPACK and Winograd off (``winograd.ENABLED``): NNPACK's
   Winograd and FFT convolutions run inside one op that FlopCounterMode does not see, and they execute 2-5x fewer
   multiplications. So the GFLOP/s are direct-convolution-equivalent and can exceed the matmul's.
+
+* ``--compile-only`` (``make gpu-check`` runs it as a step of its own, ``reenact_compile``): only two children at
+  the largest batch in the default precision, ``iter_animate`` eager and with ``compile=True`` (on a GPU
+  ``torch.compile`` mode ``"reduce-overhead"``: inductor's kernels replayed as CUDA graphs). The compiled record
+  holds ``warmup_s`` (the compilation, in two warm-up batches that also record the CUDA graphs) and its distance
+  from the eager output on the first batch (``compiled_vs_eager``); the summary their fps, ratio and the best.
 
 ``--quick`` (8 frames, batches 1, 4, 8 on CPU): about 2-3 minutes on 2 CPU cores. vox-256 runs at roughly
 0.7 s per frame frame-by-frame on such a CPU, so the default (32 frames) takes several minutes.
@@ -361,28 +367,40 @@ def child_main(spec_json: str) -> int:
         # None: iter_animate's default (fp16 on a GPU, fp32 on a CPU); True/False; or a dtype's name
         autocast = HALF_PRECISIONS.get(spec.get("autocast"), spec.get("autocast"))
         precision = precision_name(_autocast_dtype(autocast, dev))
-        warm = driving[:1] if not cuda else driving[:batch]
-        for out in iter_animate(model, source, warm, batch_size=batch, autocast=autocast):
+        compile_ = bool(spec.get("compile"))
+        # compiled: two batches, the compilation and (on a GPU) the CUDA graphs' recording
+        warm = driving[:1] if not (cuda or compile_) else driving[:2 * batch] if compile_ else driving[:batch]
+        t = time.perf_counter()
+        for out in iter_animate(model, source, warm, batch_size=batch, autocast=autocast, compile=compile_):
             out.cpu()
         _sync(dev)
+        rec["warmup_s"] = round(time.perf_counter() - t, 2)
         gpu_reset()
         rss_before = _current_rss_mib()
         t = time.perf_counter()
         cpu0 = time.process_time()
         total = 0.0
         count = 0
-        for out in iter_animate(model, source, driving, batch_size=batch, autocast=autocast):
+        for out in iter_animate(model, source, driving, batch_size=batch, autocast=autocast, compile=compile_):
             out = out.cpu()
             count += out.shape[0]
             total += float(out.mean(dim=(1, 2, 3)).sum())
         _sync(dev)
         seconds = time.perf_counter() - t
-        rec.update(frames=count, batch=batch, autocast=precision != "fp32", precision=precision,
+        rec.update(frames=count, batch=batch, autocast=precision != "fp32", precision=precision, compiled=compile_,
                    seconds=round(seconds, 3), fps=round(n / seconds, 3),
                    cpu_utilisation=round((time.process_time() - cpu0) / seconds, 2),
                    rss_before_animate_mib=rss_before, peak_rss_mib=_peak_rss_mib(), **gpu_peaks())
         rec["checksum"] = round(total, 6)
-        if precision != "fp32":
+        if compile_:
+            # the first batch compiled and eager, same precision
+            first = driving[:batch]
+            fast = next(iter_animate(model, source, first, batch_size=batch, autocast=autocast, compile=True)).cpu()
+            eager = next(iter_animate(model, source, first, batch_size=batch, autocast=autocast)).cpu()
+            diff = (fast - eager).abs()
+            rec["compiled_vs_eager"] = {"frames": int(diff.shape[0]), "max_abs": round(float(diff.max()), 6),
+                                        "mean_abs": round(float(diff.mean()), 7)}
+        if precision != "fp32" and not compile_:
             # how far half precision moves the result: the first batch again in fp32
             first = driving[:batch]
             low = next(iter_animate(model, source, first, batch_size=batch, autocast=autocast)).cpu()
@@ -407,6 +425,56 @@ def child_main(spec_json: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------- parent side
+
+def compile_main(args, device, n: int, batches: list) -> int:
+    """``--compile-only``: eager and compiled ``iter_animate`` at the largest batch, each in a child process."""
+    import shutil
+    from facesynth.samples import ensure_samples
+
+    started = time.perf_counter()
+    ints = [b for b in batches if b != "auto"] or [8]
+    batch = max(ints)
+    result: dict = {
+        "benchmark": "reenact", "mode": "compile", "config": "vox-256 (random weights)", "size": SIZE,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(device),
+        "notes": ["eager: iter_animate with its defaults; compiled: the same with compile=True (torch.compile; on "
+                  "CUDA mode reduce-overhead, i.e. CUDA graphs); both in the default precision (fp16 on CUDA)",
+                  "warmup_s: two batches before timing (the compiled child compiles and records its CUDA graphs "
+                  "there); fps: driving frames / timed seconds after it",
+                  "compiled_vs_eager: max and mean absolute difference on the first batch, same precision"],
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="facesynth-bench-reenact-"))
+    failed = False
+    try:
+        samples = ensure_samples()
+        base = {"device": str(device), "video": str(samples.talking_head), "source": str(samples.astronaut),
+                "threads": args.threads, "kind": "batched", "frames": n, "batch": batch, "autocast": None,
+                "paired": False}
+        configs = []
+        for label, compile_ in (("eager", False), ("compiled", True)):
+            log(f"batched-b{batch}-{label} ({n} frames) in a child process ...")
+            rec = {"mode": "batched", "label": label,
+                   **run_child({**base, "compile": compile_}, tmp, f"batched-b{batch}-{label}")}
+            failed |= "error" in rec
+            log(f"{label}: {rec.get('fps')} fps, warm-up {rec.get('warmup_s')} s, {rec.get('compiled_vs_eager', '')}")
+            configs.append(rec)
+        result["configs"] = configs
+        eager, comp = configs
+        best = max((c for c in configs if c.get("fps")), key=lambda c: c["fps"], default=None)
+        result["summary"] = {
+            "batch": batch, "eager_fps": eager.get("fps"), "compiled_fps": comp.get("fps"),
+            "compiled_vs_eager_speed": (round(comp["fps"] / eager["fps"], 3)
+                                        if comp.get("fps") and eager.get("fps") else None),
+            "compile_warmup_s": comp.get("warmup_s"), "eager_warmup_s": eager.get("warmup_s"),
+            "compiled_vs_eager": comp.get("compiled_vs_eager"),
+            "best_batched": ({"batch": batch, "fps": best["fps"], "precision": best.get("precision"),
+                              "compiled": best.get("compiled")} if best else None)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    write_result(result, started, args.out, log)
+    return 1 if failed else 0
+
 
 def run_child(spec: dict, tmp: Path, name: str) -> dict:
     return _run_child(__file__, spec, tmp, name, log)
@@ -440,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto (pick_device), cpu, cuda, ...")
     ap.add_argument("--threads", type=int, help="torch threads in each child (default: torch's)")
     ap.add_argument("--no-bf16", action="store_true", help="on CPU, skip the bf16 (autocast=True) record")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="only the largest batch, eager and with compile=True (torch.compile), side by side")
     ap.add_argument("--no-profile", action="store_true",
                     help="skip the profile (top ops by self time, per-module seconds and GFLOP/s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file to write (default {DEFAULT_OUT})")
@@ -460,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     batches = [b if b == "auto" else int(b) for b in batches]
     stream_batch = 4 if not cuda else 32
     mode = "quick" if args.quick else "default"
+    if args.compile_only:
+        return compile_main(args, device, n, batches)
 
     started = time.perf_counter()
     result: dict = {

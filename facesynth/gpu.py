@@ -18,7 +18,8 @@ from facesynth.errors import ConfigError
 __all__ = ["pick_device", "autocast", "amp_dtype", "inference_dtype", "HALF_PRECISIONS", "precision_name",
            "fp16_fallback", "cuda_has_native_bf16", "channels_last",
            "seed_everything", "memory_report", "reset_peak_memory", "in_colab", "cpu_has_native_bf16",
-           "cpu_autocast_state", "cudnn_autotune"]
+           "cpu_autocast_state", "cudnn_autotune", "COMPILE_MODES", "compile_mode", "compiled", "compiling",
+           "pad_batch", "mark_cuda_graph_step"]
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -157,6 +158,62 @@ def cudnn_autotune(device: torch.device | str) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(compile: bool | str | None, device: torch.device | str) -> str | None:
+    """The ``torch.compile`` mode that ``compile`` asks for on ``device``, None for none (False or None).
+
+    ``True``: ``"reduce-overhead"`` on a GPU (inductor's fused kernels, replayed as CUDA graphs: one launch per
+    batch instead of hundreds), ``"default"`` elsewhere (no CUDA graphs off a GPU); or one of ``COMPILE_MODES``.
+    """
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return "reduce-overhead" if torch.device(device).type == "cuda" else "default"
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile takes True, False or a torch.compile mode ({', '.join(COMPILE_MODES)}), "
+                         f"got {compile!r}")
+    return compile
+
+
+def compiling() -> bool:
+    """Whether ``torch.compile`` is tracing the calling code: fast paths it cannot trace (NNPACK through ctypes,
+    worker threads, weight caches keyed on version counters) then take their plain form."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    if check is None:                                   # torch < 2.3
+        from torch._dynamo import is_compiling as check
+    return bool(check())
+
+
+_COMPILED: dict = {}
+
+
+def compiled(fn, mode: str):
+    """``torch.compile(fn, mode=mode, dynamic=False)``, made once per (fn, mode) in a process, so that later calls
+    with the same shapes, dtypes and modules reuse its compiled code (and CUDA graphs) instead of compiling again.
+    ``dynamic=False``: callers pad their last, smaller batch to the others' size (one shape, one compilation)."""
+    key = (fn, mode)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(fn, mode=mode, dynamic=False)
+    return _COMPILED[key]
+
+
+def pad_batch(t: torch.Tensor, size: int) -> torch.Tensor:
+    """A copy of ``t`` (B, ...) with copies of its last row appended up to ``size`` rows, for a network compiled
+    for one batch size (``compiled``). Always a new tensor: made under the caller's inference mode as every other
+    input of the compiled call is (a tensor from outside inference mode would compile it again)."""
+    return torch.cat([t, t[-1:].expand(size - t.shape[0], *t.shape[1:])])
+
+
+def mark_cuda_graph_step(mode: str | None) -> None:
+    """Before each call of a network compiled in a CUDA-graph mode: a new step starts, so the graphs may overwrite
+    their earlier outputs (the caller has copied them out). Nothing for other modes."""
+    mark = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
+    if mode in ("reduce-overhead", "max-autotune") and mark is not None:
+        mark()
 
 
 def reset_peak_memory(device: torch.device | str | None = None) -> None:

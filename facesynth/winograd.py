@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesynth.gpu import cpu_autocast_state
+from facesynth.gpu import compiling, cpu_autocast_state
 
 __all__ = ["winograd_matrices", "transform_kernel", "winograd_conv2d", "conv2d", "Conv2d", "cached", "version",
            "folded", "fold_batchnorm", "set_fast_inference", "map_frames", "nnpack_available", "nnpack_takes",
@@ -149,7 +149,12 @@ def winograd_conv2d(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None,
 def cached(owner: nn.Module, key: str, sources: tuple, build):
     """``build()``, cached on ``owner`` under ``key`` until one of the ``sources`` tensors changes (in place, or
     replaced by another tensor: the entry keeps the sources themselves, so a new tensor at a reused address
-    cannot pass for an old one). Built under ``torch.no_grad``."""
+    cannot pass for an old one). Built under ``torch.no_grad``. While ``torch.compile`` traces (``gpu.compiling``),
+    built in the traced code instead, on every call: version counters cannot be traced, and the few small weight
+    operations then run inside the compiled call (never a stale weight)."""
+    if compiling():
+        with torch.no_grad():
+            return build()
     stamp = tuple(None if t is None else (version(t), t.dtype, t.device) for t in sources)
     cache = owner.__dict__.setdefault("_facesynth_cache", {})
     hit = cache.get(key)
@@ -230,8 +235,9 @@ def _padding(conv: nn.Conv2d, padding: int | None) -> int | None:
 
 
 def _eligible(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, pad: int | None) -> bool:
-    """CPU, float32, no autograd or autocast, a plain stride-1 convolution with square kernel and padding."""
-    return not (not ENABLED or pad is None or x.device.type != "cpu" or x.dtype != torch.float32
+    """CPU, float32, no autograd or autocast, not under ``torch.compile``, a plain stride-1 convolution with square
+    kernel and padding."""
+    return not (not ENABLED or pad is None or compiling() or x.device.type != "cpu" or x.dtype != torch.float32
                 or weight.dtype != torch.float32 or torch.is_grad_enabled() or x.dim() != 4
                 or cpu_autocast_state()[0] or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
                 or weight.shape[-2] != weight.shape[-1] or conv.padding_mode != "zeros")

@@ -8,9 +8,11 @@ process of its own with its own time limit, within a total budget (default 8 min
 
 1. ``environment``: torch, CUDA and cuDNN versions, the device's name, memory, compute capability, bf16
    support (in a child process, so this one never holds a CUDA context while the benchmarks measure memory);
-2. ``tests``: ``pytest -m gpu tests/test_gpu.py`` with a JUnit XML, read into pass/fail counts;
+2. ``tests``: ``pytest -m gpu -k "not compiled" tests/test_gpu.py`` with a JUnit XML, read into pass/fail counts;
 3. the benchmarks, most telling first: ``bench/NAME.py --quick --device cuda --out DIR/NAME.json`` for reenact,
-   lipsync, generate, swap_train and extract; evaluate (dlib only, no torch) runs without ``--device``.
+   lipsync, reenact_compile (``bench/reenact.py --compile-only``: FOMM eager against ``torch.compile`` with CUDA
+   graphs), then ``tests_compile`` (the ``compiled`` GPU tests, apart: each compiles a network first), then
+   generate, swap_train and extract; evaluate (dlib only, no torch) runs without ``--device``.
 
 A step that fails or runs past its limit is recorded with the tail of its log (status failed / timeout) and the
 next one runs; a step the budget has no time left for is skipped, one the budget runs out on is stopped
@@ -46,10 +48,16 @@ DEFAULT_BUDGET_S = 480.0
 MIN_STEP_S = 20.0              # a step is not started with less time than this left in the budget
 TAIL_LINES = 20
 # each step's own limit (the budget's remainder when that is less); measured on no GPU yet: generous guesses
-STEP_LIMITS_S = {"environment": 120, "tests": 240, "reenact": 180, "lipsync": 150, "generate": 120,
-                 "swap_train": 180, "extract": 120, "evaluate": 180}
+STEP_LIMITS_S = {"environment": 120, "tests": 240, "reenact": 180, "lipsync": 210, "reenact_compile": 240,
+                 "tests_compile": 240, "generate": 120, "swap_train": 180, "extract": 120, "evaluate": 180}
 REHEARSAL_SLOWDOWN = 3.0      # the step limits are for a GPU; a CPU rehearsal gets this many times longer
-BENCHES = ("reenact", "lipsync", "generate", "swap_train", "extract", "evaluate")
+BENCHES = ("reenact", "lipsync", "reenact_compile", "generate", "swap_train", "extract", "evaluate")
+# steps that run a benchmark script with extra arguments: step -> (script under bench/, arguments)
+BENCH_VARIANTS = {"reenact_compile": ("reenact", ["--compile-only"])}
+# the test steps: pytest's -k expression of each (the torch.compile tests apart: their compilation takes time)
+TEST_STEPS = {"tests": "not compiled", "tests_compile": "compiled"}
+DEFAULT_STEPS = ("tests", "reenact", "lipsync", "reenact_compile", "tests_compile", "generate", "swap_train",
+                 "extract", "evaluate")
 CPU_ONLY_BENCHES = {"evaluate": "dlib only (torch is not loaded): runs on the CPU whatever the device"}
 REAL_TIME_FPS = 25.0           # the video rate Wav2Lip's pipeline writes
 WAV2LIP_WELL_ABOVE = 10.0      # "well above real time" (issue 15 gives no number): 10x the video rate
@@ -63,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "gpu-check.json", help="the JSON summary")
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all steps together")
-    ap.add_argument("--steps", default=",".join(("tests",) + BENCHES),
-                    help="comma-separated steps after the environment (default: tests and every benchmark)")
+    ap.add_argument("--steps", default=",".join(DEFAULT_STEPS),
+                    help=f"comma-separated steps after the environment (default: {','.join(DEFAULT_STEPS)})")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.probe:
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = [s for s in steps if s not in STEP_LIMITS_S or s == "environment"]
     if unknown:
-        ap.error(f"unknown step(s) {', '.join(unknown)}; choose from tests, {', '.join(BENCHES)}")
+        ap.error(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(DEFAULT_STEPS)}")
     return run_check(args.out.resolve(), steps, args.budget)      # absolute: the steps run from the project root
 
 
@@ -88,6 +96,7 @@ def run_check(out: Path, steps: list[str], budget: float) -> int:
         "schema": SCHEMA, "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(), "cuda": False, "device": device, "rehearsal": rehearsal,
         "budget_s": budget, "elapsed_s": None, "environment": None, "steps": [], "tests": None,
+        "tests_compile": None,
         "benchmarks": {}, "targets": [], "ok": None, "exit_code": None, "files": str(work),
     }
 
@@ -122,15 +131,15 @@ def run_check(out: Path, steps: list[str], budget: float) -> int:
                                      "reason": f"the {budget:g} s budget was spent; run it alone with --steps {name}"})
             log(f"{name}: skipped (budget spent)")
             continue
-        if name == "tests":
-            xml = work / "tests.xml"
+        if name in TEST_STEPS:
+            xml = work / f"{name}.xml"
             xml.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
-                   "tests/test_gpu.py", f"--junitxml={xml}"]
-            step = run_step("tests", cmd, limit, work)
-            summary["tests"] = parse_junit(xml) if xml.is_file() else None
-            if summary["tests"] is not None:
-                t = summary["tests"]
+            cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-k", TEST_STEPS[name], "-q", "-rs", "-p",
+                   "no:cacheprovider", "tests/test_gpu.py", f"--junitxml={xml}"]
+            step = run_step(name, cmd, limit, work)
+            summary[name] = parse_junit(xml) if xml.is_file() else None
+            if summary[name] is not None:
+                t = summary[name]
                 if step["status"] == "passed" and (t["failed"] or t["errors"] or not t["passed"]):
                     step["status"] = "failed"
                 step["detail"] = (f"{t['passed']} passed, {t['failed']} failed, {t['errors']} errors, "
@@ -138,7 +147,8 @@ def run_check(out: Path, steps: list[str], budget: float) -> int:
         else:
             result = work / f"{name}.json"
             result.unlink(missing_ok=True)
-            cmd = [sys.executable, f"bench/{name}.py", "--quick", "--out", str(result)]
+            script, extra = BENCH_VARIANTS.get(name, (name, []))
+            cmd = [sys.executable, f"bench/{script}.py", "--quick", *extra, "--out", str(result)]
             if name not in CPU_ONLY_BENCHES:
                 cmd[3:3] = ["--device", device]
             step = run_step(name, cmd, limit, work)
@@ -340,8 +350,10 @@ def evaluate_targets(benchmarks: dict, gpu_name: str | None, cuda: bool) -> list
         return rec
 
     out = []
-    reenact = (benchmarks.get("reenact") or {}).get("summary") or {}
-    fps = (reenact.get("best_batched") or {}).get("fps")
+    # the eager benchmark's best batch, or the compiled one's (reenact_compile) where faster
+    fomm = [((benchmarks.get(k) or {}).get("summary") or {}).get("best_batched") or {}
+            for k in ("reenact", "reenact_compile")]
+    fps = max((b["fps"] for b in fomm if b.get("fps")), default=None)
     out.append(target("fomm_fps_h100", "FOMM animate at 256x256 on one H100 (issue 15)", 1000.0, "frames/s",
                       "reenact", fps, bool(fps >= 1000.0) if fps is not None and gpu_is("H100") else None,
                       None if gpu_is("H100") or not cuda else f"on {gpu_name}, not an H100: met left unset"))

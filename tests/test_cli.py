@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,31 @@ def test_lipsync_batch_size_defaults_agree_with_the_library():
     for command in (["lipsync", "out.mp4", "--face", "f.png", "--audio", "a.wav"],
                     ["talking-portrait", "out.mp4", "--portrait", "p.png", "--driving", "d.mp4"]):
         assert parser.parse_args(command).batch_size == DEFAULT_BATCH_SIZE
+
+
+def test_compile_flag_reaches_the_library(monkeypatch, tmp_path):
+    import facesynth.lipsync
+    import facesynth.reenact
+
+    seen = {}
+    plan = types.SimpleNamespace(num_frames=3, fps=25.0)
+    monkeypatch.setattr(facesynth.lipsync, "plan_lipsync", lambda *a, **k: plan)
+    monkeypatch.setattr(facesynth.lipsync, "write_lipsync",
+                        lambda *a, **k: seen.setdefault("lipsync", k["compile"]) and tmp_path / "out.mp4")
+    monkeypatch.setattr(facesynth.reenact, "load_fomm", lambda *a, **k: None)
+
+    def fake_reenact(*args, **kwargs):
+        seen["reenact"] = kwargs["compile"]
+        raise SystemExit(0)
+    monkeypatch.setattr(facesynth.reenact, "reenact", fake_reenact)
+    parser = build_parser()
+    lipsync = ["lipsync", str(tmp_path / "out.mp4"), "--face", "f.png", "--audio", "a.wav", "--no-provenance"]
+    reenact = ["reenact", str(tmp_path / "out.mp4"), "--source", "s.png", "--driving", "d.mp4"]
+    assert parser.parse_args(lipsync).compile is False and parser.parse_args(reenact).compile is False
+    with pytest.raises(SystemExit):
+        main(reenact + ["--compile"])
+    main(lipsync + ["--compile"])
+    assert seen == {"reenact": True, "lipsync": True}
 
 
 def test_half_precision_flags_name_the_library_precision(capsys):

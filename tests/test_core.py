@@ -289,3 +289,13 @@ def test_amp_dtype_uses_bf16_only_where_the_gpu_computes_it(monkeypatch, capabil
     assert gpu.amp_dtype("cuda:0") == dtype and gpu.amp_dtype("cpu") is None
     # inference has no gradients to scale: fp16 (8 times finer rounding than bf16) on every GPU, bf16 on a CPU
     assert gpu.inference_dtype("cuda:0") == torch.float16 and gpu.inference_dtype("cpu") == torch.bfloat16
+
+
+def test_compile_mode_is_off_by_default_cuda_graphs_on_a_gpu_and_checked():
+    assert gpu.compile_mode(False, "cuda") is None and gpu.compile_mode(None, "cpu") is None
+    assert gpu.compile_mode(True, "cuda:0") == "reduce-overhead" and gpu.compile_mode(True, "cpu") == "default"
+    assert gpu.compile_mode("max-autotune", "cpu") == "max-autotune"
+    with pytest.raises(ValueError, match="reduce-overhead"):
+        gpu.compile_mode("fast", "cuda")
+    assert gpu.compiling() is False
+    assert gpu.compiled(torch.sin, "default") is gpu.compiled(torch.sin, "default")     # made once per process

@@ -263,6 +263,25 @@ def test_fomm_autocast_stays_close_to_the_official_output(fomm_small):
     assert 0 < worst <= 3e-3 and mean <= 4e-4, f"max {worst:.3g}, mean {mean:.3g}"
 
 
+def test_fomm_compiled_with_cuda_graphs_stays_as_close_to_the_official_output(fomm_small):
+    """``compile=True``: torch.compile, on a GPU in mode "reduce-overhead" (CUDA graphs), in the default fp16: the
+    same bounds as the eager fp16 path above, and a second video reuses the compiled networks (on the CPU, where
+    this runs without CUDA graphs, tests/test_reenact_animate.py checks the graphs and the fp32 numbers)."""
+    from torch._dynamo.utils import counters
+
+    from facesynth.reenact import animate, load_fomm
+
+    model = load_fomm(fomm_small["ckpt"], config=fomm_small["config"], device=DEVICE)
+    counters.clear()
+    video = animate(model, fomm_small["source"], fomm_small["driving"], batch_size=4, compile=True)
+    graphs = counters["stats"]["unique_graphs"]
+    again = animate(model, fomm_small["source"], fomm_small["driving"], batch_size=4, compile=True)
+    assert graphs >= 2 and counters["stats"]["unique_graphs"] == graphs, dict(counters["graph_break"])
+    assert video.dtype == torch.float32 and torch.isfinite(video).all() and max_mean_abs(video, again)[0] <= 1e-3
+    worst, mean = _official_diff(video, fomm_small)
+    assert worst <= 3e-3 and mean <= 4e-4, f"max {worst:.3g}, mean {mean:.3g}"
+
+
 def test_fomm_vox256_batched_animate_matches_the_cpu(samples):
     """vox-256 at 256x256 with random weights, loaded from an official-layout checkpoint dict: batches of 4 on the
     device against frame-by-frame batches on the CPU. Random weights give nearly flat frames (std about 1e-3), so
@@ -325,16 +344,24 @@ def test_stylegan_fp32_matches_the_cpu_and_bf16_stays_close():
 
 # --- lip sync (Wav2Lip) -----------------------------------------------------------------------------------------------
 
-def test_wav2lip_fp32_matches_the_cpu_and_bf16_stays_close():
-    """The official network and InferenceWav2Lip (BatchNorm folded, channels_last); on the CPU bf16 was max 0.020,
-    mean 2.0e-3 from fp32 and fp16 (emulated: same rounding, no fast kernels) max 2.7e-3, mean 2.9e-4."""
-    from facesynth.lipsync import InferenceWav2Lip, random_wav2lip
+def wav2lip_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eight random mel windows and face inputs, and the seeded random network's fp32 output for them on the CPU."""
+    from facesynth.lipsync import random_wav2lip
 
     g = torch.Generator().manual_seed(0)
     mel = torch.randn(8, 1, 80, 16, generator=g)
     faces = torch.rand(8, 6, 96, 96, generator=g)
     with torch.no_grad():
-        cpu = random_wav2lip(0, device="cpu")(mel, faces)
+        return mel, faces, random_wav2lip(0, device="cpu")(mel, faces)
+
+
+def test_wav2lip_fp32_matches_the_cpu_and_bf16_stays_close():
+    """The official network and InferenceWav2Lip (BatchNorm folded, channels_last); on the CPU bf16 was max 0.020,
+    mean 2.0e-3 from fp32 and fp16 (emulated: same rounding, no fast kernels) max 2.7e-3, mean 2.9e-4."""
+    from facesynth.lipsync import InferenceWav2Lip, random_wav2lip
+
+    mel, faces, cpu = wav2lip_inputs()
+    with torch.no_grad():
         net = random_wav2lip(0, device=DEVICE)
         with exact_fp32():
             plain = net(mel.to(DEVICE), faces.to(DEVICE))
@@ -350,6 +377,25 @@ def test_wav2lip_fp32_matches_the_cpu_and_bf16_stays_close():
         worst, mean = max_mean_abs(fp16, cpu)
         assert fp16.dtype == torch.float32 and 0 < worst <= 1e-2 and mean <= 1e-3, \
             f"fp16: max {worst:.3g}, mean {mean:.3g}"
+
+
+def test_wav2lip_compiled_with_cuda_graphs_stays_as_close():
+    """``compile=True`` (on a GPU torch.compile with CUDA graphs) in fp16 on a GPU (fp32 in a CPU rehearsal): the
+    bounds of the eager fp16 path above, batches 8 then 5 (padded to 8: nothing compiled again)."""
+    from torch._dynamo.utils import counters
+
+    from facesynth.lipsync import InferenceWav2Lip, random_wav2lip
+
+    mel, faces, cpu = wav2lip_inputs()
+    net = random_wav2lip(0, device=DEVICE)
+    counters.clear()
+    fused = InferenceWav2Lip(net, device=DEVICE, precision="fp16" if ON_CUDA else "fp32", compile=True)
+    out, tail = fused(mel, faces), fused(mel[3:], faces[3:])
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["graph_break"])
+    assert out.shape == (8, 3, 96, 96) and tail.shape == (5, 3, 96, 96)
+    for got, want in ((out, cpu), (tail, cpu[3:])):
+        worst, mean = max_mean_abs(got, want)
+        assert torch.isfinite(got).all() and worst <= 1e-2 and mean <= 1e-3, f"max {worst:.3g}, mean {mean:.3g}"
 
 
 # --- extraction: the FAN backend --------------------------------------------------------------------------------------

@@ -114,6 +114,26 @@ def test_fused_inference_network_equals_the_official_generator(net, ref):
     assert net.face_encoder_blocks[0][0].conv_block[1].running_var.abs().sum() > 0   # the original is untouched
 
 
+@pytest.mark.slow
+def test_compiled_network_is_one_graph_compiled_once_with_the_official_numbers(net, ref):
+    """``compile=True`` (torch.compile; CUDA graphs on a GPU, which a graph break would split): the network in one
+    graph, a smaller last batch padded to the compiled size instead of compiling again, the official outputs.
+    About 45 s on 2 cores."""
+    from torch._dynamo.utils import counters
+
+    mel, faces = reference_inputs(ref)
+    torch._dynamo.reset()
+    counters.clear()
+    with pytest.warns(UserWarning, match="compile on a CPU"):
+        fused = InferenceWav2Lip(net, device="cpu", compile=True)
+    out = fused(mel, faces)
+    tail = fused(mel[1:], faces[1:])
+    assert counters["stats"]["unique_graphs"] == 1 and dict(counters["graph_break"]) == {}
+    assert out.shape == (3, 3, 96, 96) and tail.shape == (2, 3, 96, 96)
+    assert (out - ref["wav2lip_out"]).abs().max().item() < 1e-4
+    assert (tail - ref["wav2lip_out"][1:]).abs().max().item() < 1e-4
+
+
 def test_fp16_rounds_finer_than_bf16_and_an_overflow_falls_back_to_fp32(net, ref):
     """fp16 (for a GPU; on this CPU slow but rounded the same) against bf16, both from the official output (max
     2.0e-3 against 1.1e-2, mean 2.0e-4 against 1.5e-3); then

@@ -306,3 +306,32 @@ def test_the_frames_decoded_side_by_side_keep_the_callers_modes(model, source, d
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_compile_traces_each_network_whole_once_and_gives_the_official_numbers(ref, source, driving, monkeypatch):
+    """``compile=True`` (torch.compile; on a GPU with CUDA graphs, which a graph break would split), with the
+    GPU's channels-last layout forced on this CPU: one graph for the key point detector and one for the generator,
+    no graph break, nothing compiled again for the padded last batch (6 frames in batches of 4) or a second video
+    with another initial frame; the official outputs as the eager path gives them. About a minute on 2 cores."""
+    from torch._dynamo.utils import counters
+
+    animate_module = importlib.import_module("facesynth.reenact.animate")
+    monkeypatch.setattr(animate_module, "_memory_format", lambda device: torch.channels_last)
+    fresh = load_fomm(DATA / "small-cpk.pt", config=DATA / "small.yaml", device="cpu")
+    torch._dynamo.reset()
+    counters.clear()
+    with pytest.warns(UserWarning, match="compile on a CPU"):
+        video = animate(fresh, source, driving, batch_size=4, compile=True)
+    assert dict(counters["graph_break"]) == {}
+    assert counters["stats"]["unique_graphs"] == 2
+    s = ref["prediction_stride"]
+    assert_close_to_official(video[:, :, ::s, ::s], ref["predictions"]["relative"])
+    eager = animate(fresh, source, driving, batch_size=4)
+    assert (video - eager).abs().max() <= 1e-5
+    with pytest.warns(UserWarning, match="compile on a CPU"):
+        best = animate(fresh, source, driving, batch_size=4, compile=True, best_frame=ref["best_frame"])
+    assert counters["stats"]["unique_graphs"] == 2 and dict(counters["graph_break"]) == {}
+    assert_close_to_official(best[:, :, ::s, ::s], ref["predictions"]["best3"])
+    with pytest.raises(ValueError, match="compile takes"):
+        animate(fresh, source, driving, compile="fastest")

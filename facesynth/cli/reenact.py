@@ -30,6 +30,9 @@ def _add_reenact(sub) -> None:
                         "back to bf16 with a warning where fp16 overflows) and on a CPU runs the generator in bf16, "
                         "~1e-3 from fp32 and no faster than fp32 there (its NNPACK convolutions); fp16 or bf16 "
                         "name the half precision (fp16 has no fast kernels on a CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the networks through torch.compile (on a GPU with CUDA graphs): the first batch "
+                        "compiles (a minute or more), the rest may run faster; meant for a GPU")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
 
@@ -43,7 +46,7 @@ def _run_reenact(args) -> int:
                      adapt_movement_scale=args.adapt_scale, best_frame=args.best_frame, paste=args.paste_back,
                      detector=args.detector, keep=0,
                      autocast={"auto": None, "fp32": False, "mixed": True, **HALF_PRECISIONS}[args.precision],
-                     provenance=provenance_arg(args))
+                     provenance=provenance_arg(args), compile=args.compile)
     clip = result.clip
     start = "" if result.best_frame is None else f", from driving frame {result.best_frame}"
     print(f"{result.frames} frames → {args.output} ({'relative' if args.relative else 'absolute'} motion{start}, "

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesynth import winograd
-from facesynth.gpu import cpu_autocast_state
+from facesynth.gpu import compiling, cpu_autocast_state
 
 __all__ = ["Wav2Lip", "SyncNet", "QualityDiscriminator", "ConvBlock", "LeakyConvBlock", "fuse_batchnorm",
            "set_fast_inference",
@@ -214,7 +214,7 @@ class Wav2Lip(nn.Module):
     def _frame_by_frame_from(self, x: torch.Tensor, stages: list) -> int:
         """The first decoder stage to run frame by frame (``len(stages)``: none)."""
         if not (self.fast and x.shape[0] > 1 and x.device.type == "cpu" and x.dtype == torch.float32
-                and not torch.is_grad_enabled() and not cpu_autocast_state()[0]
+                and not torch.is_grad_enabled() and not cpu_autocast_state()[0] and not compiling()
                 and winograd.ENABLED and winograd.nnpack_available()):
             return len(stages)
         return next((i for i, (_, skip) in enumerate(stages)

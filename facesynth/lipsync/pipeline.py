@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from facesynth.errors import ConfigError, MediaError, NoFaceError
-from facesynth.gpu import HALF_PRECISIONS, cudnn_autotune, fp16_fallback, precision_name
+from facesynth.gpu import (HALF_PRECISIONS, compile_mode, compiled, cudnn_autotune, fp16_fallback,
+                           mark_cuda_graph_step, pad_batch, precision_name)
 from facesynth.lipsync.audio import HOP, MelWindows, chunk_starts, count_mel_frames
 from facesynth.lipsync.model import Wav2Lip, fuse_batchnorm
 
@@ -92,7 +93,7 @@ def lipsync(face: str | os.PathLike, audio: str | os.PathLike, out: str | os.Pat
             ``<out>.provenance.json``. On by default (None: unless ``$FACESYNTH_PROVENANCE=0``); False for a plain
             file; or a ``facesynth.provenance.Provenance`` to sign instead of lipsync's own (``talking_portrait``).
         options: see ``iter_lipsync`` (``detector``, ``pads``, ``smooth``, ``box``, ``batch_size``, ``blend``,
-            ``device``, ``precision``, ``progress``).
+            ``device``, ``precision``, ``compile``, ``progress``).
 
     Returns:
         ``out``. The video has one frame per official mel window (``len(chunk_starts(T, fps))``, about
@@ -131,7 +132,8 @@ def _provenance(plan: LipsyncPlan, checkpoint, options: dict) -> Provenance:
     weights, noted = pv.model_weights(checkpoint)
     sound = [plan.audio] if isinstance(plan.audio, Path) else []
     parameters = {"fps": plan.fps, "still": plan.still, "frames": plan.num_frames, **plan.settings,
-                  "blend": options.get("blend", 0.0), "precision": options.get("precision", "fp32"), **noted}
+                  "blend": options.get("blend", 0.0), "precision": options.get("precision", "fp32"),
+                  "compile": options.get("compile", False), **noted}
     if not sound:
         parameters["audio"] = "samples passed in memory"
     return pv.Provenance("lipsync", inputs=[plan.face, *sound], weights=weights, parameters=parameters,
@@ -193,14 +195,15 @@ def plan_lipsync(face: str | os.PathLike, audio: str | os.PathLike | np.ndarray,
 def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "wav2lip-gan",
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  blend: float = 0.0, device: str = "auto", precision: str = "fp32",
-                 progress: bool | None = None) -> Iterator[np.ndarray]:
+                 progress: bool | None = None, compile: bool | str = False) -> Iterator[np.ndarray]:
     """Yield the lip-synced frames of ``plan`` as uint8 H x W x 3 RGB, in order, one batch in memory at a time.
 
     ``batch_size``: frames per network call (official 128; 32 is faster on CPU). ``blend``: 0 is the official
     hard paste of the whole box; a value in (0, 0.5] feathers the border over that fraction of the box side.
     ``precision``: ``"fp32"`` (equal to the official network within float rounding), ``"bf16"`` (autocast:
     faster on CPUs with bf16 instructions and on GPUs, pixels may differ by a few levels) or ``"fp16"`` (autocast,
-    for a GPU: 8 times finer rounding than bf16 at the same speed; see ``InferenceWav2Lip``).
+    for a GPU: 8 times finer rounding than bf16 at the same speed; see ``InferenceWav2Lip``). ``compile``:
+    ``torch.compile`` the network (CUDA graphs on a GPU; see ``InferenceWav2Lip``), off by default.
     """
     from tqdm.auto import tqdm
 
@@ -210,7 +213,7 @@ def iter_lipsync(plan: LipsyncPlan, checkpoint: str | os.PathLike | Wav2Lip = "w
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if not 0 <= blend <= 0.5:
         raise ConfigError(f"blend must be in [0, 0.5], got {blend}")
-    net = InferenceWav2Lip(checkpoint, device=device, precision=precision)
+    net = InferenceWav2Lip(checkpoint, device=device, precision=precision, compile=compile)
     n_src = len(plan.coords)
     if plan.still:
         image = read_image(plan.face)
@@ -242,16 +245,27 @@ class InferenceWav2Lip:
     ``precision``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 rounds 8 times finer than bf16, for a GPU:
     a CPU has no fast fp16 kernels). Where fp16 overflows (a non-finite output) a warning says so and that batch
     and the rest run in bf16 on GPUs with bf16, else in fp32.
+
+    ``compile`` (off by default): the network through ``torch.compile`` (``gpu.compile_mode``: True is
+    ``"reduce-overhead"`` on a GPU, CUDA graphs: its 96x96 layers are short, so launching them one by one costs a
+    large part of the time there). Each call is padded to the largest batch seen so far (one shape to compile;
+    a larger batch compiles again); the first call pays the compilation. Meant for a GPU: on a CPU it gives up
+    the NNPACK frame-by-frame decoder.
     """
 
     def __init__(self, checkpoint: str | os.PathLike | Wav2Lip = "wav2lip-gan", device: str = "auto",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", compile: bool | str = False):
         from facesynth.gpu import pick_device
         from facesynth.lipsync.checkpoint import load_wav2lip
 
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
         self.device = pick_device(device)
+        self.compile_mode = compile_mode(compile, self.device)
+        self._compiled_batch = 0
+        if self.compile_mode is not None and self.device.type == "cpu":
+            warnings.warn("compile on a CPU runs the decoder batched on oneDNN instead of frame by frame on NNPACK: "
+                          "slower than the default; it is meant for a GPU", stacklevel=2)
         if precision == "fp16" and self.device.type == "cpu":
             warnings.warn("fp16 on a CPU has no fast kernels (about 10 times slower than fp32): use precision='bf16' "
                           "or 'fp32' there", stacklevel=2)
@@ -274,7 +288,14 @@ class InferenceWav2Lip:
         dtype = HALF_PRECISIONS.get(self.precision)
         with torch.inference_mode(), cudnn_autotune(self.device), \
                 torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            return self.net(mel, faces).float().cpu()
+            if self.compile_mode is None:
+                return self.net(mel, faces).float().cpu()
+            b = faces.shape[0]
+            self._compiled_batch = size = max(self._compiled_batch, b)
+            mark_cuda_graph_step(self.compile_mode)
+            out = compiled(_forward, self.compile_mode)(
+                self.net, pad_batch(mel, size), pad_batch(faces, size).contiguous(memory_format=self.memory_format))
+            return out[:b].to("cpu", torch.float32, copy=True)     # a copy: a CUDA graph reuses its output
 
     def __call__(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         mel, faces = mel.to(self.device), faces.to(self.device)
@@ -286,6 +307,11 @@ class InferenceWav2Lip:
             self._set_precision(fallback)
             out = self._run(mel, faces)
         return out
+
+
+def _forward(net: Wav2Lip, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """``net(mel, faces)``: the function ``torch.compile`` compiles for ``InferenceWav2Lip``."""
+    return net(mel, faces)
 
 
 def pad_box(detection: Sequence[float], pads: Sequence[int], frame_size: tuple[int, int]) -> list[int]:
@@ -411,7 +437,7 @@ def _looped_frames(path: Path, n: int) -> Iterator[np.ndarray]:
 
 
 _PLAN_KEYS = {"detector", "pads", "smooth", "box", "device", "progress"}
-_RUN_KEYS = {"batch_size", "blend", "device", "precision", "progress"}
+_RUN_KEYS = {"batch_size", "blend", "device", "precision", "progress", "compile"}
 
 
 def _plan_options(options: dict) -> dict:

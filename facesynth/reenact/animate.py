@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from facesynth import winograd
 from facesynth.errors import NoFaceError
-from facesynth.gpu import cpu_has_native_bf16, cudnn_autotune, fp16_fallback, inference_dtype, precision_name
+from facesynth.gpu import (compile_mode, compiled, compiling, cpu_has_native_bf16, cudnn_autotune, fp16_fallback,
+                           inference_dtype, mark_cuda_graph_step, pad_batch, precision_name)
 from facesynth.reenact.model import KP, OcclusionAwareGenerator
 
 __all__ = ["normalize_kp", "animate", "iter_animate", "find_best_frame", "default_batch_size", "hull_area",
@@ -260,7 +261,7 @@ def _generate(generator: OcclusionAwareGenerator, source: torch.Tensor, features
             if occlusion.shape[2:] != out.shape[2:]:
                 occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
             out = out * occlusion
-    if out.device.type == "cpu" and n > 1:
+    if out.device.type == "cpu" and n > 1 and not compiling():
         # from here on the activations are large and the weights small: one frame at a time stays in the cache
         return torch.cat(_decode_frames(generator, out.split(1)))
     return _decode(generator, out)
@@ -283,6 +284,11 @@ def _decode(generator: OcclusionAwareGenerator, out: torch.Tensor) -> torch.Tens
     return torch.sigmoid(logits)
 
 
+def _detect(detector, frames: torch.Tensor) -> KP:
+    """``detector(frames)``: the function ``torch.compile`` compiles for the key point detector."""
+    return detector(frames)
+
+
 def _encode(generator: OcclusionAwareGenerator, source: torch.Tensor) -> torch.Tensor:
     out = generator.first(source)
     for block in generator.down_blocks:
@@ -292,7 +298,8 @@ def _encode(generator: OcclusionAwareGenerator, source: torch.Tensor) -> torch.T
 
 def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_movement_scale: bool = True,
                  batch_size: int | None = None, best_frame: int | str | None = None,
-                 autocast: bool | torch.dtype | None = None, detector="auto") -> Iterator[torch.Tensor]:
+                 autocast: bool | torch.dtype | None = None, detector="auto",
+                 compile: bool | str = False) -> Iterator[torch.Tensor]:
     """Yield the animation in batches: (b, C, H, W) float32 in [0, 1] on the model's device, frames in order.
 
     ``model`` is a FOMM (``load_fomm``). ``relative``: relative movement and relative jacobian (the official
@@ -313,12 +320,25 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     fp32 convolutions run by NNPACK (0.238 vs 0.203 s/frame on a 2-core AVX-512 EPYC with bf16 instructions,
     2026-12-07), and its results differ from fp32 by up to 2e-3 on bench/reenact.py's random network but by up to
     0.23 on one with BatchNorm statistics from real frames (README): check it on the released weights before relying
-    on it; fp16 on a CPU has no fast kernels (hundreds of times slower). Arguments are checked when the first batch
-    is asked for (this is a generator).
+    on it; fp16 on a CPU has no fast kernels (hundreds of times slower).
+
+    ``compile`` (off by default) runs the key point detector and the generator's per-frame part (dense motion,
+    warping, decoder) through ``torch.compile`` (``gpu.compile_mode``: True is ``"reduce-overhead"`` on a GPU, i.e.
+    inductor's kernels replayed as CUDA graphs; or name a mode). Every batch is padded to ``batch_size`` frames
+    (the last one with copies of its last frame, cut off again) so there is one shape to compile. The first batch
+    pays the compilation (about a minute for the small test network on one CPU core), later calls with the same
+    model, batch size and precision reuse it. It is for the GPU, where ``make gpu-check`` measures it against the
+    eager path (bench/reenact.py); on a CPU it gives up NNPACK and the per-frame threads of the default path.
+    Arguments are checked when the first batch is asked for (this is a generator).
     """
     device = model.device
     src = _source_tensor(model, source)
     dtype = _autocast_dtype(autocast, device)
+    mode = compile_mode(compile, device)
+    if mode is not None and device.type == "cpu":
+        warnings.warn("compile on a CPU runs plain convolutions instead of NNPACK, frames in one batch instead of "
+                      "side by side: slower than the default, and a minute or more to compile; it is meant for a "
+                      "GPU", stacklevel=2)
     if dtype is not None and device.type == "cpu":
         if dtype == torch.float16:
             warnings.warn("fp16 autocast on a CPU has no fast kernels (hundreds of times slower than fp32): use "
@@ -352,11 +372,17 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     # inference_mode (and cuDNN autotuning) around each step only: a generator must not leave them switched on
     # while its caller runs
     @torch.inference_mode()
-    def kp_of(frames: torch.Tensor, dtype: torch.dtype | None) -> KP:
+    def kp_of(frames: torch.Tensor, dtype: torch.dtype | None, batch: bool = False) -> KP:
         # autocast only on a GPU: cheap on a CPU, and its precision moves every pixel
         with cudnn_autotune(device), amp(device, enabled=dtype is not None and device.type != "cpu", dtype=dtype):
-            kp = model.kp_detector(frames)
-        return {k: v.float() for k, v in kp.items()}
+            if mode is None or not batch:       # the source's key points (once per video) run eagerly
+                return {k: v.float() for k, v in model.kp_detector(frames).items()}
+            n = frames.shape[0]
+            mark_cuda_graph_step(mode)
+            kp = compiled(_detect, mode)(model.kp_detector,
+                                         pad_batch(frames, batch_size).contiguous(memory_format=layout))
+        # copies: a CUDA graph's outputs are overwritten by its next replay
+        return {k: v[:n].to(torch.float32, copy=True) for k, v in kp.items()}
 
     @torch.inference_mode()
     def encode(dtype: torch.dtype | None) -> torch.Tensor:
@@ -382,7 +408,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     for batch in batches:
         batch = model._frames(batch, "driving").contiguous(memory_format=layout)
         if seen + batch.shape[0] > initial_index:
-            kp_batch = kp_of(batch, dtype)
+            kp_batch = kp_of(batch, dtype, batch=True)
             initial_at = initial_index - seen
             if dtype == torch.float16:
                 state["initial_batch"] = batch      # for a fallback to recompute its key points
@@ -400,12 +426,19 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     def step(frames: torch.Tensor, kp_driving: KP | None) -> torch.Tensor:
         dtype = state["dtype"]
         if kp_driving is None:
-            kp_driving = kp_of(frames, dtype)
+            kp_driving = kp_of(frames, dtype, batch=True)
         kp_norm = _normalize(state["kp_source"], kp_driving, state["kp_initial"], state["scale"], relative, relative,
                              state["inverse_initial"])
         with cudnn_autotune(device), amp(device, enabled=dtype is not None, dtype=dtype):
-            prediction = _generate(model.generator, src, state["features"], kp_norm, state["kp_source"])
-        return prediction.float().contiguous()
+            if mode is None:
+                return _generate(model.generator, src, state["features"], kp_norm,
+                                 state["kp_source"]).float().contiguous()
+            mark_cuda_graph_step(mode)
+            prediction = compiled(_generate, mode)(model.generator, src, state["features"],
+                                                   {k: pad_batch(v, batch_size) for k, v in kp_norm.items()},
+                                                   state["kp_source"])
+        # a copy: a CUDA graph's output is overwritten by its next replay
+        return prediction[:frames.shape[0]].to(torch.float32, copy=True).contiguous()
 
     def run(frames: torch.Tensor, kp_driving: KP | None = None) -> torch.Tensor:
         if state["dtype"] != dtype:
@@ -420,7 +453,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
             state.update(dtype=fallback, features=encode(fallback), kp_source=kp_of(src, fallback))
             # the initial frame's key points from its batch, as in a run in that precision from the start
             set_initial({k: v[initial_at:initial_at + 1]
-                         for k, v in kp_of(state.pop("initial_batch"), fallback).items()})
+                         for k, v in kp_of(state.pop("initial_batch"), fallback, batch=True).items()})
             prediction = step(frames, None)
         return prediction
 
@@ -443,11 +476,12 @@ def _autocast_dtype(autocast: bool | torch.dtype | None, device: torch.device) -
 
 def animate(model, source, driving: Frames, relative: bool = True, adapt_movement_scale: bool = True,
             batch_size: int | None = None, best_frame: int | str | None = None,
-            autocast: bool | torch.dtype | None = None, detector="auto") -> torch.Tensor:
+            autocast: bool | torch.dtype | None = None, detector="auto", compile: bool | str = False) -> torch.Tensor:
     """The whole animation as one (T, C, H, W) float32 tensor in [0, 1] on the CPU (see ``iter_animate``)."""
     parts = [p.cpu() for p in iter_animate(model, source, driving, relative=relative,
                                            adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
-                                           best_frame=best_frame, autocast=autocast, detector=detector)]
+                                           best_frame=best_frame, autocast=autocast, detector=detector,
+                                           compile=compile)]
     if not parts:
         raise ValueError("the driving video has no frames")
     return torch.cat(parts)

@@ -50,7 +50,7 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
             out_path: str | os.PathLike, size: int = 256, relative: bool = True, adapt_movement_scale: bool = True,
             best_frame: bool = False, paste: bool = False, detector: str = "auto", keep: int = 6,
             batch_size: int | None = None, autocast: bool | torch.dtype | None = None,
-            provenance: bool | None = None) -> Reenactment:
+            provenance: bool | None = None, compile: bool | str = False) -> Reenactment:
     """Animate the face of ``source`` with the motion of ``driving`` and write the result to ``out_path``.
 
     Args:
@@ -64,6 +64,7 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
         paste: write the full portrait with the animated face pasted back, instead of the square crop.
         keep: how many evenly spaced frames to keep in ``Reenactment.samples``.
         batch_size, autocast: as ``iter_animate`` (autocast: None = on GPU only, fp16; True on a CPU = bf16 generator).
+        compile: as ``iter_animate``: ``torch.compile`` (CUDA graphs on a GPU), off by default.
         provenance: sign a C2PA manifest into the video (the portrait's and driving video's SHA-256, the
             checkpoint's when the model was loaded from a file, these settings), mark its frames and write
             ``<out_path>.provenance.json``; on by default (None: unless ``$FACESYNTH_PROVENANCE=0``), False for a
@@ -89,7 +90,7 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
     def frames() -> Iterator[np.ndarray]:
         for batch in iter_animate(model, src, clip, relative=relative, adapt_movement_scale=adapt_movement_scale,
                                   best_frame=initial, detector=detector, batch_size=batch_size,
-                                  autocast=autocast):
+                                  autocast=autocast, compile=compile):
             for face in to_image(batch.cpu()):
                 if state["frames"] in wanted:
                     results[state["frames"]] = face
@@ -101,7 +102,8 @@ def reenact(model: FOMM, source: str | os.PathLike | np.ndarray, driving: str | 
                        # pasted back, the result is the portrait with its face changed: an edit of that file
                        edited=paste and in_file, size=size, relative=relative,
                        adapt_movement_scale=adapt_movement_scale, best_frame=initial, paste=paste, detector=detector,
-                       autocast=autocast, **({} if in_file else {"source": "pixels passed in memory"}))
+                       autocast=autocast, compile=compile,
+                       **({} if in_file else {"source": "pixels passed in memory"}))
     video = write_animation(frames(), out_path, fps=clip.fps, audio_from=clip.path, provenance=prov)
     samples = {i: (to_image(batch[i - start].unsqueeze(0))[0], results[i])
                for start, batch in _batches_with_start(clip) for i in sorted(wanted)
