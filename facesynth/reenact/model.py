@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facesynth import winograd
+from facesynth.gpu import compiling
 from facesynth.reenact.config import DenseMotionParams, DiscriminatorParams, FOMMConfig
 
 __all__ = ["KPDetector", "DenseMotionNetwork", "OcclusionAwareGenerator", "MultiScaleDiscriminator", "Discriminator",
@@ -428,7 +429,11 @@ class DenseMotionNetwork(nn.Module):
         identity = coordinate_grid(h, w, value_s.dtype, value_s.device).view(1, 1, h, w, 2)
         local = identity - value_d.view(b, self.num_kp, 1, 1, 2)
         if "jacobian" in kp_driving:
-            affine = kp_source["jacobian"] @ torch.inverse(kp_driving["jacobian"])      # (B, K, 2, 2)
+            # compiled (``torch.compile``, CUDA graphs on a GPU): the same LU inverse without ``torch.inverse``'s
+            # error check, which reads a status back to the host (no such synchronisation inside a CUDA graph)
+            inverse = (torch.linalg.inv_ex(kp_driving["jacobian"]).inverse if compiling()
+                       else torch.inverse(kp_driving["jacobian"]))
+            affine = kp_source["jacobian"] @ inverse      # (B, K, 2, 2)
             local = (affine.view(b, self.num_kp, 1, 1, 2, 2) @ local.unsqueeze(-1)).squeeze(-1)
         to_source = local + value_s.view(b, self.num_kp, 1, 1, 2)
         return torch.cat([identity.expand(b, 1, h, w, 2), to_source], dim=1)
