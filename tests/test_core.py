@@ -291,11 +291,19 @@ def test_amp_dtype_uses_bf16_only_where_the_gpu_computes_it(monkeypatch, capabil
     assert gpu.inference_dtype("cuda:0") == torch.float16 and gpu.inference_dtype("cpu") == torch.bfloat16
 
 
-def test_compile_mode_is_off_by_default_cuda_graphs_on_a_gpu_and_checked():
+def test_compile_mode_is_off_by_default_cuda_graphs_on_a_gpu_and_checked(monkeypatch):
     assert gpu.compile_mode(False, "cuda") is None and gpu.compile_mode(None, "cpu") is None
     assert gpu.compile_mode(True, "cuda:0") == "reduce-overhead" and gpu.compile_mode(True, "cpu") == "default"
     assert gpu.compile_mode("max-autotune", "cpu") == "max-autotune"
     with pytest.raises(ValueError, match="reduce-overhead"):
         gpu.compile_mode("fast", "cuda")
     assert gpu.compiling() is False
-    assert gpu.compiled(torch.sin, "default") is gpu.compiled(torch.sin, "default")     # made once per process
+    # made once per process and mode (torch.compile itself, which imports dynamo, is replaced: 4 s saved)
+    made = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: made.append(kw) or (lambda *a: fn(*a)))
+    monkeypatch.setattr(gpu, "_COMPILED", {})
+    assert gpu.compiled(torch.sin, "default") is gpu.compiled(torch.sin, "default")
+    gpu.compiled(torch.sin, "reduce-overhead")
+    assert made == [{"mode": "default", "dynamic": False}, {"mode": "reduce-overhead", "dynamic": False}]
+    x = torch.arange(3.0)
+    assert torch.equal(gpu.pad_batch(x, 5), torch.tensor([0.0, 1, 2, 2, 2])) and gpu.pad_batch(x, 3) is not x
