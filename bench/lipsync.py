@@ -23,9 +23,10 @@ from a 2-second test sound, cycled. Device: ``pick_device()`` (or ``--device``).
   same machine load. ``--bf16`` adds a bfloat16-autocast record; on a GPU fp16 and bf16 at batch 128 are always
   measured (``network-b128-fp16``, ``-bf16``), and fp16 with ``compile=True`` (``network-b128-fp16-compiled``:
   ``torch.compile`` with CUDA graphs; ``warmup_s`` is its compilation and graph recording, two batches before
-  timing); ``--compile`` adds a compiled record in the default precision on a CPU too. The fp32 child at the default batch also profiles the network
-  step (``profile``): torch.profiler's top ops by self time (on one torch thread), GFLOP per frame of the direct
-  convolutions and the direct-equivalent GFLOP/s beside a 2048x2048 fp32 matmul's; printed too.
+  timing); ``--compile`` adds a compiled record in the default precision on a CPU too. The fp32 child at the
+  default batch also profiles the network step (``profile``): torch.profiler's top ops by self time (on one torch
+  thread), GFLOP per frame of the direct convolutions and the direct-equivalent GFLOP/s beside a 2048x2048 fp32
+  matmul's; printed too.
 * ``pipeline``: ``lipsync()`` end to end on the astronaut portrait (dlib detection, mel, network, paste,
   H.264 + AAC writing) with a test sound of ``--frames`` / 25 seconds: output frames / wall seconds.
 * ``streaming``: ``lipsync()`` on the sample talking head scaled to 720p and looped to N and 4N frames, sounds as long,
