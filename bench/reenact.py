@@ -368,8 +368,9 @@ def child_main(spec_json: str) -> int:
         autocast = HALF_PRECISIONS.get(spec.get("autocast"), spec.get("autocast"))
         precision = precision_name(_autocast_dtype(autocast, dev))
         compile_ = bool(spec.get("compile"))
-        # compiled: two batches, the compilation and (on a GPU) the CUDA graphs' recording
-        warm = driving[:1] if not (cuda or compile_) else driving[:2 * batch] if compile_ else driving[:batch]
+        # warm-up: one frame on a CPU, a batch on a GPU (cuDNN's autotuning); compiled, two batches (the
+        # compilation, then on a GPU the CUDA graphs' recording)
+        warm = driving[:2 * batch] if compile_ else driving[:batch] if cuda else driving[:1]
         t = time.perf_counter()
         for out in iter_animate(model, source, warm, batch_size=batch, autocast=autocast, compile=compile_):
             out.cpu()
@@ -434,23 +435,17 @@ def compile_main(args, device, n: int, batches: list) -> int:
     started = time.perf_counter()
     ints = [b for b in batches if b != "auto"] or [8]
     batch = max(ints)
-    result: dict = {
-        "benchmark": "reenact", "mode": "compile", "config": "vox-256 (random weights)", "size": SIZE,
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(device),
-        "notes": ["eager: iter_animate with its defaults; compiled: the same with compile=True (torch.compile; on "
-                  "CUDA mode reduce-overhead, i.e. CUDA graphs); both in the default precision (fp16 on CUDA)",
-                  "warmup_s: two batches before timing (the compiled child compiles and records its CUDA graphs "
-                  "there); fps: driving frames / timed seconds after it",
-                  "compiled_vs_eager: max and mean absolute difference on the first batch, same precision"],
-    }
+    result = result_header("compile", device, [
+        "eager: iter_animate with its defaults; compiled: the same with compile=True (torch.compile; on CUDA mode "
+        "reduce-overhead, i.e. CUDA graphs); both in the default precision (fp16 on CUDA)",
+        "warmup_s: two batches before timing (the compiled child compiles and records its CUDA graphs there); "
+        "fps: driving frames / timed seconds after it",
+        "compiled_vs_eager: max and mean absolute difference on the first batch, same precision"])
     tmp = Path(tempfile.mkdtemp(prefix="facesynth-bench-reenact-"))
     failed = False
     try:
-        samples = ensure_samples()
-        base = {"device": str(device), "video": str(samples.talking_head), "source": str(samples.astronaut),
-                "threads": args.threads, "kind": "batched", "frames": n, "batch": batch, "autocast": None,
-                "paired": False}
+        base = {**base_spec(device, ensure_samples(), args.threads), "kind": "batched", "frames": n, "batch": batch,
+                "autocast": None, "paired": False}
         configs = []
         for label, compile_ in (("eager", False), ("compiled", True)):
             log(f"batched-b{batch}-{label} ({n} frames) in a child process ...")
@@ -474,6 +469,19 @@ def compile_main(args, device, n: int, batches: list) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     write_result(result, started, args.out, log)
     return 1 if failed else 0
+
+
+def result_header(mode: str, device, notes: list[str]) -> dict:
+    """The first fields of this benchmark's JSON."""
+    return {"benchmark": "reenact", "mode": mode, "config": "vox-256 (random weights)", "size": SIZE,
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(device), "notes": notes}
+
+
+def base_spec(device, samples, threads: int | None) -> dict:
+    """What every child is told: the device, the sample video and portrait, its torch threads."""
+    return {"device": str(device), "video": str(samples.talking_head), "source": str(samples.astronaut),
+            "threads": threads}
 
 
 def run_child(spec: dict, tmp: Path, name: str) -> dict:
@@ -534,11 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         return compile_main(args, device, n, batches)
 
     started = time.perf_counter()
-    result: dict = {
-        "benchmark": "reenact", "mode": mode, "config": "vox-256 (random weights)", "size": SIZE,
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(device),
-        "notes": [
+    result = result_header(mode, device, [
             "per_frame: the official make_animation loop with our modules (keypoints on one frame, normalize_kp "
             "relative + adapt scale, model.generate on one frame re-encoding the source each time), fp32",
             "batched: iter_animate at each batch size (source encoded once, upsampling folded into the 3x3 convs, "
@@ -551,14 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mib: ru_maxrss of a fresh child process per configuration (includes torch and the model: "
             "rss_before_animate_mib); cpu_utilisation: child CPU seconds per wall second while timed",
             "timings on a shared machine are noisy: see load_average_at_start/end",
-        ],
-    }
+        ])
     tmp = Path(tempfile.mkdtemp(prefix="facesynth-bench-reenact-"))
     failed = False
     try:
-        samples = ensure_samples()
-        base = {"device": str(device), "video": str(samples.talking_head), "source": str(samples.astronaut),
-                "threads": args.threads}
+        base = base_spec(device, ensure_samples(), args.threads)
         result["inputs"] = {"source": "astronaut portrait, resized to 256x256",
                             "driving": "sample talking head (176x144) centre-cropped, resized to 256x256, looped",
                             "frames": n, "per_frame_frames": per_frame_n}

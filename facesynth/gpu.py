@@ -18,8 +18,8 @@ from facesynth.errors import ConfigError
 __all__ = ["pick_device", "autocast", "amp_dtype", "inference_dtype", "HALF_PRECISIONS", "precision_name",
            "fp16_fallback", "cuda_has_native_bf16", "channels_last",
            "seed_everything", "memory_report", "reset_peak_memory", "in_colab", "cpu_has_native_bf16",
-           "cpu_autocast_state", "cudnn_autotune", "COMPILE_MODES", "compile_mode", "compiled", "compiling",
-           "pad_batch", "mark_cuda_graph_step"]
+           "cpu_autocast_state", "cudnn_autotune", "COMPILE_MODES", "compile_mode", "compiled", "call_compiled",
+           "compiling", "pad_batch"]
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -208,12 +208,13 @@ def pad_batch(t: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([t, t[-1:].expand(size - t.shape[0], *t.shape[1:])])
 
 
-def mark_cuda_graph_step(mode: str | None) -> None:
-    """Before each call of a network compiled in a CUDA-graph mode: a new step starts, so the graphs may overwrite
-    their earlier outputs (the caller has copied them out). Nothing for other modes."""
+def call_compiled(fn, mode: str, *args):
+    """``compiled(fn, mode)(*args)``. In the CUDA-graph modes a new step is marked first: the graphs may then
+    overwrite their earlier outputs, so the caller copies each output out before the next call."""
     mark = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
     if mode in ("reduce-overhead", "max-autotune") and mark is not None:
         mark()
+    return compiled(fn, mode)(*args)
 
 
 def reset_peak_memory(device: torch.device | str | None = None) -> None:

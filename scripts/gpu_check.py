@@ -51,7 +51,6 @@ TAIL_LINES = 20
 STEP_LIMITS_S = {"environment": 120, "tests": 240, "reenact": 180, "lipsync": 210, "reenact_compile": 240,
                  "tests_compile": 240, "generate": 120, "swap_train": 180, "extract": 120, "evaluate": 180}
 REHEARSAL_SLOWDOWN = 3.0      # the step limits are for a GPU; a CPU rehearsal gets this many times longer
-BENCHES = ("reenact", "lipsync", "reenact_compile", "generate", "swap_train", "extract", "evaluate")
 # steps that run a benchmark script with extra arguments: step -> (script under bench/, arguments)
 BENCH_VARIANTS = {"reenact_compile": ("reenact", ["--compile-only"])}
 # the test steps: pytest's -k expression of each (the torch.compile tests apart: their compilation takes time)

@@ -88,7 +88,7 @@ def test_fomm_target_takes_the_compiled_step_where_it_is_faster(gpu_check):
     assert slower["measured"] == 1100.0 and slower["met"] is True
     alone = targets_of(gpu_check, {"reenact_compile": compiled}, H100)["fomm_fps_h100"]
     assert alone["measured"] == 1200.0
-    assert "reenact_compile" in gpu_check.BENCHES and gpu_check.BENCH_VARIANTS["reenact_compile"] == (
+    assert "reenact_compile" in gpu_check.DEFAULT_STEPS and gpu_check.BENCH_VARIANTS["reenact_compile"] == (
         "reenact", ["--compile-only"])
 
 

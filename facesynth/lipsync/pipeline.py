@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from facesynth.errors import ConfigError, MediaError, NoFaceError
-from facesynth.gpu import (HALF_PRECISIONS, compile_mode, compiled, cudnn_autotune, fp16_fallback,
-                           mark_cuda_graph_step, pad_batch, precision_name)
+from facesynth.gpu import (HALF_PRECISIONS, call_compiled, compile_mode, cudnn_autotune, fp16_fallback, pad_batch,
+                           precision_name)
 from facesynth.lipsync.audio import HOP, MelWindows, chunk_starts, count_mel_frames
 from facesynth.lipsync.model import Wav2Lip, fuse_batchnorm
 
@@ -292,9 +292,8 @@ class InferenceWav2Lip:
                 return self.net(mel, faces).float().cpu()
             b = faces.shape[0]
             self._compiled_batch = size = max(self._compiled_batch, b)
-            mark_cuda_graph_step(self.compile_mode)
-            out = compiled(_forward, self.compile_mode)(
-                self.net, pad_batch(mel, size), pad_batch(faces, size).contiguous(memory_format=self.memory_format))
+            out = call_compiled(_forward, self.compile_mode, self.net, pad_batch(mel, size),
+                                pad_batch(faces, size).contiguous(memory_format=self.memory_format))
             return out[:b].to("cpu", torch.float32, copy=True)     # a copy: a CUDA graph reuses its output
 
     def __call__(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

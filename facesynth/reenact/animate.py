@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from facesynth import winograd
 from facesynth.errors import NoFaceError
-from facesynth.gpu import (compile_mode, compiled, compiling, cpu_has_native_bf16, cudnn_autotune, fp16_fallback,
-                           inference_dtype, mark_cuda_graph_step, pad_batch, precision_name)
+from facesynth.gpu import (call_compiled, compile_mode, compiling, cpu_has_native_bf16, cudnn_autotune,
+                           fp16_fallback, inference_dtype, pad_batch, precision_name)
 from facesynth.reenact.model import KP, OcclusionAwareGenerator
 
 __all__ = ["normalize_kp", "animate", "iter_animate", "find_best_frame", "default_batch_size", "hull_area",
@@ -372,15 +372,14 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     # inference_mode (and cuDNN autotuning) around each step only: a generator must not leave them switched on
     # while its caller runs
     @torch.inference_mode()
-    def kp_of(frames: torch.Tensor, dtype: torch.dtype | None, batch: bool = False) -> KP:
+    def kp_of(frames: torch.Tensor, dtype: torch.dtype | None, driving: bool = False) -> KP:
         # autocast only on a GPU: cheap on a CPU, and its precision moves every pixel
         with cudnn_autotune(device), amp(device, enabled=dtype is not None and device.type != "cpu", dtype=dtype):
-            if mode is None or not batch:       # the source's key points (once per video) run eagerly
+            if mode is None or not driving:     # the source's key points (once per video) run eagerly
                 return {k: v.float() for k, v in model.kp_detector(frames).items()}
             n = frames.shape[0]
-            mark_cuda_graph_step(mode)
-            kp = compiled(_detect, mode)(model.kp_detector,
-                                         pad_batch(frames, batch_size).contiguous(memory_format=layout))
+            kp = call_compiled(_detect, mode, model.kp_detector,
+                               pad_batch(frames, batch_size).contiguous(memory_format=layout))
         # copies: a CUDA graph's outputs are overwritten by its next replay
         return {k: v[:n].to(torch.float32, copy=True) for k, v in kp.items()}
 
@@ -408,7 +407,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     for batch in batches:
         batch = model._frames(batch, "driving").contiguous(memory_format=layout)
         if seen + batch.shape[0] > initial_index:
-            kp_batch = kp_of(batch, dtype, batch=True)
+            kp_batch = kp_of(batch, dtype, driving=True)
             initial_at = initial_index - seen
             if dtype == torch.float16:
                 state["initial_batch"] = batch      # for a fallback to recompute its key points
@@ -426,17 +425,15 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
     def step(frames: torch.Tensor, kp_driving: KP | None) -> torch.Tensor:
         dtype = state["dtype"]
         if kp_driving is None:
-            kp_driving = kp_of(frames, dtype, batch=True)
+            kp_driving = kp_of(frames, dtype, driving=True)
         kp_norm = _normalize(state["kp_source"], kp_driving, state["kp_initial"], state["scale"], relative, relative,
                              state["inverse_initial"])
         with cudnn_autotune(device), amp(device, enabled=dtype is not None, dtype=dtype):
             if mode is None:
                 return _generate(model.generator, src, state["features"], kp_norm,
                                  state["kp_source"]).float().contiguous()
-            mark_cuda_graph_step(mode)
-            prediction = compiled(_generate, mode)(model.generator, src, state["features"],
-                                                   {k: pad_batch(v, batch_size) for k, v in kp_norm.items()},
-                                                   state["kp_source"])
+            prediction = call_compiled(_generate, mode, model.generator, src, state["features"],
+                                       {k: pad_batch(v, batch_size) for k, v in kp_norm.items()}, state["kp_source"])
         # a copy: a CUDA graph's output is overwritten by its next replay
         return prediction[:frames.shape[0]].to(torch.float32, copy=True).contiguous()
 
@@ -453,7 +450,7 @@ def iter_animate(model, source, driving: Frames, relative: bool = True, adapt_mo
             state.update(dtype=fallback, features=encode(fallback), kp_source=kp_of(src, fallback))
             # the initial frame's key points from its batch, as in a run in that precision from the start
             set_initial({k: v[initial_at:initial_at + 1]
-                         for k, v in kp_of(state.pop("initial_batch"), fallback, batch=True).items()})
+                         for k, v in kp_of(state.pop("initial_batch"), fallback, driving=True).items()})
             prediction = step(frames, None)
         return prediction
 
