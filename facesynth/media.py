@@ -223,10 +223,13 @@ def _pil_to_rgb(im) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, quality: int = 95) -> Path:
+def write_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, quality: int = 95,
+                compress_level: int = 6) -> Path:
     """Write uint8 ``H×W×3`` RGB, ``H×W`` grey, or a float ``[3,H,W]``/``[1,3,H,W]`` tensor in [0,1].
 
-    The file appears complete or not at all (written to a temporary name, then renamed).
+    ``quality`` is JPEG's and WebP's; ``compress_level`` is PNG's zlib level (0-9, Pillow's default 6; lower
+    writes faster and larger, the pixels are the same). The file appears complete or not at all (written to a
+    temporary name, then renamed).
     """
     from PIL import Image
 
@@ -245,7 +248,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, quali
         raise MediaError(f"{p}: unknown image extension; use .png or .jpg")
     tmp = p.with_name(f".{p.name}.tmp")
     img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
-    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": compress_level} if fmt == "PNG" \
+        else {}
     try:
         img.save(tmp, format=fmt, **kwargs)
         os.replace(tmp, p)

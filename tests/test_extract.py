@@ -62,6 +62,34 @@ def test_matrix_and_landmarks_match_the_source_frame(head_set, samples):
     np.testing.assert_array_equal(warp_face(frame, face.matrix, SIZE), face.image)
 
 
+def test_dlib_models_load_once_per_thread_and_detect_the_same_in_another(samples, monkeypatch):
+    """Backends made in one thread share dlib's loaded models (the predictor's 100 MB file is read once); a backend
+    used in another thread loads that thread's own copy and finds the same face, to the bit."""
+    import threading
+
+    import dlib
+
+    from facesynth.extract.backends import dlib_backend
+
+    loads = []
+    real = dlib.shape_predictor
+    monkeypatch.setattr(dlib, "shape_predictor", lambda path: loads.append(path) or real(path))
+    monkeypatch.setattr(dlib_backend, "_LOADED", threading.local())
+    frame = read_image(samples.grace_hopper)
+    first = create_backend("dlib").detect([frame])[0]
+    second = create_backend("dlib").detect([frame])[0]
+    assert len(loads) == 1 and len(first) == len(second) == 1
+    np.testing.assert_array_equal(first[0].landmarks, second[0].landmarks)
+
+    backend, found = create_backend("dlib"), []
+    thread = threading.Thread(target=lambda: found.append(backend.detect([frame])[0]))
+    thread.start()
+    thread.join()
+    assert len(loads) == 2 and len(found[0]) == 1
+    np.testing.assert_array_equal(found[0][0].landmarks, first[0].landmarks)
+    assert found[0][0].score == first[0].score
+
+
 def test_face_records_hold_what_the_design_lists(head_set, samples):
     face = head_set[0]
     assert face.image.shape == (SIZE, SIZE, 3) and face.image.dtype == np.uint8

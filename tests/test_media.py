@@ -307,6 +307,14 @@ def test_write_image_png_round_trip_exact_and_atomic(tmp_path):
     assert _only_files(tmp_path / "sub") == ["x.png"]
 
 
+def test_png_compress_level_changes_the_size_not_the_pixels(samples, tmp_path):
+    img = media.read_image(samples.grace_hopper)
+    fast = media.write_image(tmp_path / "fast.png", img, compress_level=1)
+    small = media.write_image(tmp_path / "small.png", img, compress_level=9)
+    assert np.array_equal(media.read_image(fast), img) and np.array_equal(media.read_image(small), img)
+    assert small.stat().st_size < 0.97 * fast.stat().st_size
+
+
 def test_write_image_grey_tensor_and_jpeg(tmp_path):
     grey = (np.arange(12 * 16).reshape(12, 16) % 256).astype(np.uint8)
     media.write_image(tmp_path / "g.png", grey)

@@ -28,6 +28,10 @@ from facesynth.media import MediaWarning, is_image, is_video, iter_frames, list_
 
 __all__ = ["extract_faces", "detect_faces", "batched", "sources_of", "iter_source_frames", "Source"]
 
+# zlib level of the face set's PNG crops and masks: a 256x256 face crop of the sample video writes in 9 ms at 3
+# against 23 ms at Pillow's default 6, for a file 6 % larger (92 against 87 kB; 2026-12-07, this 2-core machine)
+PNG_LEVEL = 3
+
 
 @dataclass(frozen=True)
 class Source:
@@ -275,13 +279,13 @@ def _make_face(face_id: int, root: Path, src: Source, index: int, frame: np.ndar
     crop_lm = transform_points(landmarks, matrix).astype(np.float32)
     stem = f"{face_id:06d}"
     file = f"images/{stem}.{image_format}"
-    write_image(root / file, crop)
+    write_image(root / file, crop, compress_level=PNG_LEVEL)
     mask_files = {}
     face_mask = None
     for name in masks:
         m = make_mask(name, crop, crop_lm)
         mask_files[name] = f"masks/{stem}_{name}.png"
-        write_image(root / mask_files[name], m)
+        write_image(root / mask_files[name], m, compress_level=PNG_LEVEL)
         if name == "components":
             face_mask = m
     yaw, pitch, roll = head_pose(landmarks, frame.shape[:2])

@@ -6,6 +6,7 @@ package's ``__init__`` imports ``pkg_resources``, which recent setuptools no lon
 from __future__ import annotations
 
 import importlib.util
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,27 @@ def model_file(name: str) -> Path:
     return path
 
 
+_LOADED = threading.local()
+
+
+def _model(kind: str):
+    """dlib's model ``kind`` ("predictor", "hog" or "cnn"), loaded once per thread and looked up where it runs:
+    loading the 68-point predictor (a 100 MB file) and building the HOG detector take about 1.2 s, and every
+    extraction, conversion or evaluation makes a backend. Per thread because dlib does not say that a detector may
+    run in two threads at once."""
+    import dlib
+
+    cache = _LOADED.__dict__.setdefault("models", {})
+    if kind not in cache:
+        if kind == "predictor":
+            cache[kind] = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
+        elif kind == "hog":
+            cache[kind] = dlib.get_frontal_face_detector()
+        else:
+            cache[kind] = dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
+    return cache[kind]
+
+
 class DlibBackend(FaceBackend):
     """``model="hog"`` (fast, frontal to about ±40° yaw) or ``"cnn"`` (MMOD, more poses, slower on CPU).
 
@@ -39,7 +61,7 @@ class DlibBackend(FaceBackend):
 
     def __init__(self, device: str = "auto", model: str = "hog", upsample: int | None = None,
                  batch_size: int = 8, threshold: float = 0.0):
-        import dlib
+        import dlib  # noqa: F401  (a missing dlib fails here, not at the first frame)
 
         if model not in ("hog", "cnn"):
             raise ConfigError(f"dlib model must be 'hog' or 'cnn', got {model!r}")
@@ -49,11 +71,7 @@ class DlibBackend(FaceBackend):
         if threshold and model != "hog":
             raise ConfigError("threshold applies to dlib's HOG detector (model='hog') only")
         self.batch_size = batch_size if model == "cnn" else 1
-        self._predictor = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
-        if model == "hog":
-            self._detector = dlib.get_frontal_face_detector()
-        else:
-            self._detector = dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
+        _model("predictor"), _model(model)         # loaded now, so that a broken install fails here
 
     @classmethod
     def is_available(cls) -> bool:
@@ -75,17 +93,17 @@ class DlibBackend(FaceBackend):
         if self.model == "cnn":
             results = []
             for f in frames:   # MMOD batches only equal-size images at one upsampling; video frames are
-                dets = self._detector(f, self._upsample_for(f))
+                dets = _model("cnn")(f, self._upsample_for(f))
                 results.append([(d.rect, float(d.confidence)) for d in dets])
         else:
             results = []
             for f in frames:
-                rects, scores, _ = self._detector.run(f, self._upsample_for(f), self.threshold)
+                rects, scores, _ = _model("hog").run(f, self._upsample_for(f), self.threshold)
                 results.append(list(zip(rects, scores)))
         return [[self._face(f, rect, score) for rect, score in dets] for f, dets in zip(frames, results)]
 
     def _face(self, frame: np.ndarray, rect, score: float) -> DetectedFace:
-        shape = self._predictor(frame, rect)
+        shape = _model("predictor")(frame, rect)
         pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
         box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32)
         return DetectedFace(box=box, score=float(score), landmarks=pts)
