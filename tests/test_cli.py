@@ -179,14 +179,22 @@ def test_compile_flag_reaches_the_library(monkeypatch, tmp_path):
         seen["reenact"] = kwargs["compile"]
         raise SystemExit(0)
     monkeypatch.setattr(facesynth.reenact, "reenact", fake_reenact)
+
+    def fake_portrait(*args, **kwargs):
+        seen["talking-portrait"] = kwargs["compile"]
+        raise SystemExit(0)
+    monkeypatch.setattr(facesynth.lipsync, "talking_portrait", fake_portrait)
     parser = build_parser()
     lipsync = ["lipsync", str(tmp_path / "out.mp4"), "--face", "f.png", "--audio", "a.wav", "--no-provenance"]
     reenact = ["reenact", str(tmp_path / "out.mp4"), "--source", "s.png", "--driving", "d.mp4"]
-    assert parser.parse_args(lipsync).compile is False and parser.parse_args(reenact).compile is False
-    with pytest.raises(SystemExit):
-        main(reenact + ["--compile"])
+    portrait = ["talking-portrait", str(tmp_path / "out.mp4"), "--portrait", "p.png", "--driving", "d.mp4"]
+    for command in (lipsync, reenact, portrait):
+        assert parser.parse_args(command).compile is False
+    for command in (reenact, portrait):
+        with pytest.raises(SystemExit):
+            main(command + ["--compile"])
     main(lipsync + ["--compile"])
-    assert seen == {"reenact": True, "lipsync": True}
+    assert seen == {"reenact": True, "lipsync": True, "talking-portrait": True}
 
 
 def test_half_precision_flags_name_the_library_precision(capsys):

@@ -73,6 +73,36 @@ def test_talking_portrait_needs_a_sound(samples, net, tmp_path):
                          fomm=FOMM / "small-cpk.pt", config=FOMM / "small.yaml", wav2lip=net)
 
 
+def test_talking_portrait_compile_reaches_both_networks_and_the_record(samples, speech, net, tmp_path, monkeypatch):
+    """``compile=True`` goes to FOMM's ``iter_animate`` and to ``lipsync`` (each compiles its own network; their
+    compiled paths are tested on their own), and the talking portrait's provenance records it."""
+    import facesynth.lipsync.portrait as portrait
+    import facesynth.reenact
+
+    seen = {}
+    real = facesynth.reenact.iter_animate
+
+    def iter_animate(*args, **kwargs):
+        seen["fomm"] = kwargs["compile"]
+        return real(*args, **{**kwargs, "compile": False})      # eager here: compiling takes a minute on a CPU
+
+    class Stop(Exception):
+        pass
+
+    def lipsync(*args, **kwargs):
+        seen["wav2lip"], seen["record"] = kwargs["compile"], kwargs["provenance"].parameters["compile"]
+        raise Stop
+
+    monkeypatch.setattr(facesynth.reenact, "iter_animate", iter_animate)
+    monkeypatch.setattr(portrait, "lipsync", lipsync)
+    with pytest.raises(Stop):
+        talking_portrait(samples.astronaut, samples.talking_head, speech, tmp_path / "o.mp4",
+                         fomm=FOMM / "small-cpk.pt", config=FOMM / "small.yaml", wav2lip=net, size=128,
+                         detector="dlib", face_box="source", max_frames=2, compile=True)
+    assert seen == {"fomm": True, "wav2lip": True, "record": True}
+    assert list(tmp_path.iterdir()) == []                   # the temporary animation is gone
+
+
 @pytest.mark.slow
 def test_talking_portrait_pasted_back_into_the_portrait(samples, net, tmp_path):
     from facesynth.lipsync import count_mel_frames, synthetic_speech

@@ -29,11 +29,15 @@ def _add_lipsync(sub) -> None:
     p.add_argument("--blend", type=float, default=0.0,
                    help="feather the pasted box's border over this fraction of its side (0 = official hard paste)")
     _add_precision_flags(p, "")
-    p.add_argument("--compile", action="store_true",
-                   help="run the network through torch.compile (on a GPU with CUDA graphs): the first batch compiles "
-                        "(most of a minute), the rest may run faster; meant for a GPU")
+    _add_compile_flag(p, "the network", "most of a minute")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
+
+
+def _add_compile_flag(p, what: str, how_long: str) -> None:
+    p.add_argument("--compile", action="store_true",
+                   help=f"run {what} through torch.compile (on a GPU with CUDA graphs): the first batch compiles "
+                        f"({how_long}), the rest may run faster; meant for a GPU")
 
 
 def _add_precision_flags(p, what: str) -> None:
@@ -92,6 +96,7 @@ def _add_talking_portrait(sub) -> None:
     p.add_argument("--blend", type=float, default=0.0,
                    help="feather Wav2Lip's pasted box over this fraction of its side (0 = official hard paste)")
     _add_precision_flags(p, "Wav2Lip in ")
+    _add_compile_flag(p, "both networks", "a minute or more")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
 
@@ -107,7 +112,7 @@ def _run_talking_portrait(args) -> int:
                            adapt_movement_scale=not args.no_adapt_scale, paste_back=args.paste_back,
                            face_box=args.face_box, max_frames=args.max_frames, device=args.device,
                            batch_size=args.batch_size, blend=args.blend, precision=_precision(args),
-                           provenance=provenance_arg(args))
+                           provenance=provenance_arg(args), compile=args.compile)
     info = probe(out)
     print(f"{info.duration:.1f} s at {info.fps:g} fps, {info.width}x{info.height} → {out} (sound of "
           f"{args.audio or args.driving})")

@@ -32,7 +32,8 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
                      fomm="fomm-vox", wav2lip="wav2lip-gan", config="vox-256", size: int = 256,
                      detector="auto", relative: bool = True, adapt_movement_scale: bool = True,
                      paste_back: bool = False, face_box: str = "detect", max_frames: int | None = None,
-                     device: str = "auto", provenance: bool | None = None, **lipsync_options) -> Path:
+                     device: str = "auto", provenance: bool | None = None, compile: bool | str = False,
+                     **lipsync_options) -> Path:
     """Animate ``portrait`` with the head motion of ``driving_video``, then make its lips follow ``audio``.
 
     Args:
@@ -51,6 +52,8 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
         provenance: sign a C2PA manifest into ``out`` (the portrait's, driving video's, sound's and both
             checkpoints' SHA-256, these settings), mark its frames and write ``<out>.provenance.json``; on by default
             (None: unless ``$FACESYNTH_PROVENANCE=0``), False for a plain file.
+        compile: both networks through ``torch.compile`` (``iter_animate``'s and ``lipsync``'s ``compile``: on a
+            GPU as CUDA graphs); off by default, meant for a GPU, and each network's first batch compiles.
         lipsync_options: passed to ``lipsync`` (``batch_size``, ``blend``, ``pads``, ``precision``…).
 
     Returns:
@@ -86,7 +89,7 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
         written = 0
         with VideoWriter(tmp, clip.fps, crf=12) as writer:
             for batch in iter_animate(model, source, clip, relative=relative,
-                                      adapt_movement_scale=adapt_movement_scale):
+                                      adapt_movement_scale=adapt_movement_scale, compile=compile):
                 for face in to_image(batch.cpu()):
                     if max_frames is not None and written >= max_frames:
                         break
@@ -100,11 +103,11 @@ def talking_portrait(portrait: str | os.PathLike, driving_video: str | os.PathLi
                               lipsync_options.pop("pads", DEFAULT_PADS))
         prov = _provenance(provenance, portrait, driving_video, audio, (model, wav2lip), size=size,
                            relative=relative, adapt_movement_scale=adapt_movement_scale, paste_back=paste_back,
-                           face_box=face_box, box=box, max_frames=max_frames, detector=detector_name,
+                           face_box=face_box, box=box, max_frames=max_frames, detector=detector_name, compile=compile,
                            fomm_config=Path(model.config.name).name if model.config.name else None,
                            **{k: v for k, v in lipsync_options.items() if k in _RECORDED})
         return lipsync(tmp, audio, out, checkpoint=wav2lip, box=box, detector=detector, device=device,
-                       provenance=prov, **lipsync_options)
+                       provenance=prov, compile=compile, **lipsync_options)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
