@@ -248,8 +248,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray | torch.Tensor, quali
         raise MediaError(f"{p}: unknown image extension; use .png or .jpg")
     tmp = p.with_name(f".{p.name}.tmp")
     img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
-    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": compress_level} if fmt == "PNG" \
-        else {}
+    kwargs = {"JPEG": {"quality": quality}, "WEBP": {"quality": quality},
+              "PNG": {"compress_level": compress_level}}.get(fmt, {})
     try:
         img.save(tmp, format=fmt, **kwargs)
         os.replace(tmp, p)

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 __all__ = ["positive_float", "gallery", "loss_summary", "cleanup_new_folder", "check_suffix", "add_provenance_flag",
-           "provenance_arg", "provenance_note"]
+           "provenance_arg", "provenance_note", "add_compile_flag"]
 
 
 def positive_float(text: str) -> float:
@@ -67,6 +67,13 @@ def check_suffix(path: str | os.PathLike, allowed, flag: str, what: str) -> None
 def add_provenance_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-provenance", action="store_true",
                    help="write a plain result: no C2PA manifest, watermark or sidecar (also FACESYNTH_PROVENANCE=0)")
+
+
+def add_compile_flag(p: argparse.ArgumentParser, what: str, how_long: str) -> None:
+    """``--compile``: ``what`` through torch.compile; ``how_long`` the first batch's compilation takes."""
+    p.add_argument("--compile", action="store_true",
+                   help=f"run {what} through torch.compile (on a GPU with CUDA graphs): the first batch compiles "
+                        f"({how_long}), the rest may run faster; meant for a GPU")
 
 
 def provenance_arg(args) -> bool | None:

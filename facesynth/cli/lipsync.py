@@ -1,7 +1,8 @@
 """``facesynth lipsync`` (Wav2Lip) and ``talking-portrait`` (FOMM, then Wav2Lip)."""
 from __future__ import annotations
 
-from facesynth.cli.common import add_provenance_flag, check_suffix, positive_float, provenance_arg, provenance_note
+from facesynth.cli.common import (add_compile_flag, add_provenance_flag, check_suffix, positive_float, provenance_arg,
+                                  provenance_note)
 
 # facesynth.lipsync.pipeline.DEFAULT_BATCH_SIZE, not imported so that building the parser loads no torch
 # (tests/test_cli.py checks that they agree)
@@ -29,15 +30,9 @@ def _add_lipsync(sub) -> None:
     p.add_argument("--blend", type=float, default=0.0,
                    help="feather the pasted box's border over this fraction of its side (0 = official hard paste)")
     _add_precision_flags(p, "")
-    _add_compile_flag(p, "the network", "most of a minute")
+    add_compile_flag(p, "the network", "most of a minute")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
-
-
-def _add_compile_flag(p, what: str, how_long: str) -> None:
-    p.add_argument("--compile", action="store_true",
-                   help=f"run {what} through torch.compile (on a GPU with CUDA graphs): the first batch compiles "
-                        f"({how_long}), the rest may run faster; meant for a GPU")
 
 
 def _add_precision_flags(p, what: str) -> None:
@@ -96,7 +91,7 @@ def _add_talking_portrait(sub) -> None:
     p.add_argument("--blend", type=float, default=0.0,
                    help="feather Wav2Lip's pasted box over this fraction of its side (0 = official hard paste)")
     _add_precision_flags(p, "Wav2Lip in ")
-    _add_compile_flag(p, "both networks", "a minute or more")
+    add_compile_flag(p, "both networks", "a minute or more")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facesynth.cli.common import (add_provenance_flag, cleanup_new_folder, positive_float, provenance_arg,
-                                  provenance_note, train_to)
+from facesynth.cli.common import (add_compile_flag, add_provenance_flag, cleanup_new_folder, positive_float,
+                                  provenance_arg, provenance_note, train_to)
 
 
 def _add_reenact(sub) -> None:
@@ -30,9 +30,7 @@ def _add_reenact(sub) -> None:
                         "back to bf16 with a warning where fp16 overflows) and on a CPU runs the generator in bf16, "
                         "~1e-3 from fp32 and no faster than fp32 there (its NNPACK convolutions); fp16 or bf16 "
                         "name the half precision (fp16 has no fast kernels on a CPU)")
-    p.add_argument("--compile", action="store_true",
-                   help="run the networks through torch.compile (on a GPU with CUDA graphs): the first batch "
-                        "compiles (a minute or more), the rest may run faster; meant for a GPU")
+    add_compile_flag(p, "the networks", "a minute or more")
     p.add_argument("--device", default="auto")
     add_provenance_flag(p)
 

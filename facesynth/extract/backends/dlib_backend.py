@@ -35,10 +35,10 @@ def _model(kind: str):
     loading the 68-point predictor (a 100 MB file) and building the HOG detector take about 1.2 s, and every
     extraction, conversion or evaluation makes a backend. Per thread because dlib does not say that a detector may
     run in two threads at once."""
-    import dlib
-
     cache = _LOADED.__dict__.setdefault("models", {})
     if kind not in cache:
+        import dlib
+
         if kind == "predictor":
             cache[kind] = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
         elif kind == "hog":
