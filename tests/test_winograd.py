@@ -54,11 +54,13 @@ def test_conv2d_uses_winograd_only_where_it_pays(monkeypatch):
     calls = []
     real = winograd.winograd_conv2d
     monkeypatch.setattr(winograd, "winograd_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
-    expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
     with torch.inference_mode():
         y = winograd.conv2d(x, conv)
     assert calls == [1]
-    assert (y - expected).abs().max() / expected.abs().max() < 1e-5
+    # F(4x4, 3x3) over 256 channels: about 1e-5 of the largest output from the exact result (0.98-1.24e-5 for
+    # seeds 1-3 on an Intel Xeon, just under 1e-5 on an AMD EPYC: the matrix products sum in another order)
+    assert (y.double() - expected).abs().max() / expected.abs().max() < 2e-5
     # with autograd, under autocast, with few channels or few tiles: the plain convolution
     y = winograd.conv2d(x, conv)
     assert y.requires_grad and calls == [1]
