@@ -12,7 +12,7 @@ The matrices come from the interpolation points 0, ±1, ±2, ±1/2, ... and infi
 Algorithms for Convolutional Neural Networks", 2016): ``Aᵀ[i, j] = p_j^i``, ``G[j, k] = p_j^k / Π_{l≠j}(p_j − p_l)``
 and ``Bᵀ`` solved from the identity itself, in float64. In float32 the result differs from the exact
 convolution by about 1e-5 relative to the largest output (F(4x4, 3x3) over 256 channels: 1.0-1.2e-5 for three
-seeds on an Intel Xeon, under 1e-5 for one on an AMD EPYC; oneDNN's direct convolution: 3e-7);
+seeds on an Intel Xeon; on an AMD EPYC under 1e-5 from oneDNN's for one; oneDNN's own: 3e-7);
 tests/test_winograd.py measures it.
 
 ``conv2d(x, conv)`` picks the path, on a CPU in float32 without autograd or autocast, for stride-1 convolutions:

@@ -59,7 +59,7 @@ def test_conv2d_uses_winograd_only_where_it_pays(monkeypatch):
         y = winograd.conv2d(x, conv)
     assert calls == [1]
     # F(4x4, 3x3) over 256 channels: about 1e-5 of the largest output from the exact result (0.98-1.24e-5 for
-    # seeds 1-3 on an Intel Xeon, just under 1e-5 on an AMD EPYC: the matrix products sum in another order)
+    # seeds 1-3 on an Intel Xeon, under 1e-5 from oneDNN's for seed 1 on an AMD EPYC: the sums run in another order)
     assert (y.double() - expected).abs().max() / expected.abs().max() < 2e-5
     # with autograd, under autocast, with few channels or few tiles: the plain convolution
     y = winograd.conv2d(x, conv)
